@@ -1,0 +1,11 @@
+"""transformer_challenges: the library behind the book "Transformer: review and challenges".
+
+Import it as ``tc``. The top level re-exports the run-time knobs every chapter uses; the
+submodules hold each chapter's reusable code (``model``, ``attention``, ``positional``, ``data``,
+``training``, ``flops``).
+"""
+from .runtime import describe, device, pick, progress, scale, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = ["describe", "device", "pick", "progress", "scale", "seed_everything", "__version__"]

@@ -1,0 +1,94 @@
+"""Position information: sinusoidal tables, RoPE, ALiBi (used by Chapter 1's model slot and the
+position chapter).
+
+Conventions: ``sinusoidal`` puts sin on even and cos on odd dimensions (Vaswani et al. 2017);
+``apply_rope`` rotates interleaved pairs (x[2i], x[2i+1]) by angle p * theta_i with
+theta_i = base^(-2i/d) (Su et al. 2024); ``alibi_bias`` is -slope_h * |i - j| (Press et al. 2022).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _check_int(name: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def sinusoidal(n_positions: int, d: int, base: float = 10000.0) -> torch.Tensor:
+    """(n_positions, d) table: PE[p, 2j] = sin(p / base^(2j/d)), PE[p, 2j+1] = cos(same)."""
+    _check_int("n_positions", n_positions)
+    _check_int("d", d)
+    if base <= 0:
+        raise ValueError(f"base must be > 0, got {base}; the usual value is 10000.")
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    two_j = torch.arange(0, d, 2, dtype=torch.float64)
+    angle = pos / base ** (two_j / d)
+    table = torch.zeros(n_positions, d, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angle)
+    table[:, 1::2] = torch.cos(angle[:, : d // 2])
+    return table.float()
+
+
+def rope_angles(d: int, base: float = 10000.0) -> torch.Tensor:
+    """The d/2 rotation frequencies theta_i = base^(-2i/d), i = 0 .. d/2 - 1 (float64)."""
+    _check_int("d", d, 2)
+    if d % 2:
+        raise ValueError(f"RoPE needs an even dimension, got d={d}; use d={d + 1} or d={d - 1}.")
+    return base ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate each pair (x[..., 2i], x[..., 2i+1]) of ``x`` (..., seq, d) by positions * theta_i."""
+    d = x.shape[-1]
+    theta = rope_angles(d, base).to(x.device)
+    positions = torch.as_tensor(positions, device=x.device)
+    if positions.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"positions has {positions.shape[-1]} entries but x has {x.shape[-2]} positions; "
+            "pass one position per sequence element."
+        )
+    angle = positions.to(torch.float64)[..., None] * theta      # (..., seq, d/2)
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out
+
+
+def rope_decay_curve(d: int, max_distance: int, base: float = 10000.0) -> torch.Tensor:
+    """(1/(d/2)) * sum_{j=1}^{d/2} |S_j(m)|, S_j(m) = sum_{i<j} exp(i m theta_i), for m = 0..max_distance."""
+    _check_int("max_distance", max_distance, 0)
+    theta = rope_angles(d, base)
+    m = torch.arange(max_distance + 1, dtype=torch.float64)[:, None]
+    partial = torch.cumsum(torch.exp(1j * m * theta), dim=-1)   # column j-1 holds S_j
+    return partial.abs().mean(dim=-1)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Head slopes of ALiBi: 2^(-8/n), 2^(-16/n), ... for n a power of two; for other n, the
+    slopes of the nearest lower power of two followed by every other slope of the next one."""
+    _check_int("n_heads", n_heads)
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        slopes = power_of_two(n_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(n_heads))
+        slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(n_heads: int, seq_len: int) -> torch.Tensor:
+    """(n_heads, seq_len, seq_len) additive bias -slope_h * |i - j| for query i and key j."""
+    _check_int("seq_len", seq_len)
+    slopes = alibi_slopes(n_heads)
+    pos = torch.arange(seq_len)
+    dist = (pos[:, None] - pos[None, :]).abs().float()
+    return -slopes[:, None, None] * dist

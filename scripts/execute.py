@@ -1,0 +1,70 @@
+"""Execute chapter notebooks and store their outputs, the way the tests will re-run them.
+
+Usage: python scripts/execute.py chapters/01-overview/transformer-at-a-glance.md [more.md ...]
+       python scripts/execute.py --all
+
+For each paired MyST file it reads the .md (the source people edit), executes it in a fresh
+kernel with the test suite's environment (CPU, TC_SCALE=fast, progress bars off), writes the
+.ipynb with outputs and re-writes the .md, so the pair is in sync. It prints each notebook's
+wall time, which is what the "under 2 minutes" budget is checked against.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from nbenv import NB_ENV  # noqa: E402  (the environment the tests run notebooks in)
+
+FORMATS = "ipynb,md:myst"
+
+
+def execute(md_path: Path, timeout: int) -> float:
+    nb = jupytext.read(md_path)
+    nb.metadata.setdefault("jupytext", {})["formats"] = FORMATS
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(md_path.parent)}})
+    start = time.perf_counter()
+    client.execute()
+    elapsed = time.perf_counter() - start
+    for cell in nb.cells:  # execution timestamps would make every re-run a diff
+        cell.metadata.pop("execution", None)
+    jupytext.write(nb, md_path.with_suffix(".ipynb"))
+    jupytext.write(nb, md_path, fmt="md:myst")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("paths", nargs="*", help="paired .md (or .ipynb) chapter files")
+    parser.add_argument("--all", action="store_true", help="every notebook under chapters/")
+    parser.add_argument("--timeout", type=int, default=900, help="per-cell timeout in seconds")
+    args = parser.parse_args()
+    paths = [Path(p) for p in args.paths]
+    if args.all:
+        paths += [Path(p) for p in sorted(glob.glob(str(ROOT / "chapters/**/*.md"), recursive=True))]
+    if not paths:
+        parser.error("give chapter files or --all")
+    os.environ.update(NB_ENV)
+    for path in paths:
+        md = path.with_suffix(".md").resolve()
+        if not md.exists():
+            print(f"{md}: no paired .md file; create it first", file=sys.stderr)
+            return 2
+        elapsed = execute(md, args.timeout)
+        print(f"{elapsed:7.1f} s  {md.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
