@@ -1,7 +1,7 @@
 """The environment every notebook runs in under test (and when its outputs are stored).
 
 CPU only, fast scale, progress bars off (their text holds timings), one fixed hash seed.
-conftest.py applies it to the pytest process, whose kernels inherit it; scripts/execute.py
+The root conftest.py applies it to the pytest process, whose kernels inherit it; scripts/execute.py
 applies it before storing outputs, so stored and re-computed outputs come from the same setup.
 """
 NB_ENV = {

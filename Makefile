@@ -1,0 +1,35 @@
+# The two commands of the README. Each creates .venv on first use and installs requirements.txt.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+JOBS   ?= 2
+
+.PHONY: install book test notebooks serve clean
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make book: build the static HTML site into _build/html (warnings are errors)
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+## make test: unit tests, book checks (pairing, outputs, toc, build, launch links) and pytest --nbval
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+
+## make notebooks: re-execute every chapter and store its outputs (after editing a .md)
+notebooks: $(STAMP)
+	$(BIN)/python scripts/execute.py --all
+
+## make serve: preview the built site at http://localhost:8000
+serve:
+	$(PYTHON) -m http.server --directory _build/html 8000
+
+clean:
+	rm -rf _build

@@ -1,0 +1,71 @@
+"""tc.device / tc.scale / tc.pick / tc.seed_everything / tc.progress."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import transformer_challenges as tc
+
+
+def test_device_matches_cuda_availability():
+    assert tc.device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("value, expected", [("fast", "fast"), ("full", "full"), (" FULL ", "full")])
+def test_scale_reads_env(monkeypatch, value, expected):
+    monkeypatch.setenv("TC_SCALE", value)
+    assert tc.scale() == expected
+
+
+def test_scale_default_depends_on_device(monkeypatch):
+    monkeypatch.delenv("TC_SCALE", raising=False)
+    assert tc.scale() == ("full" if torch.cuda.is_available() else "fast")
+
+
+def test_scale_rejects_unknown_value(monkeypatch):
+    monkeypatch.setenv("TC_SCALE", "huge")
+    with pytest.raises(ValueError, match=r"TC_SCALE='huge'.*one of \('fast', 'full'\)"):
+        tc.scale()
+
+
+def test_pick_uses_scale(monkeypatch):
+    sizes = {"fast": 1, "full": 2}
+    monkeypatch.setenv("TC_SCALE", "full")
+    assert tc.pick(sizes) == 2
+    assert tc.pick(sizes, "fast") == 1
+    with pytest.raises(ValueError, match="no entry for"):
+        tc.pick({"fast": 1})
+    with pytest.raises(ValueError, match="unknown"):
+        tc.pick(sizes, "medium")
+
+
+def test_seed_everything_makes_runs_repeatable():
+    def draw():
+        tc.seed_everything(123)
+        return random.random(), np.random.rand(), torch.rand(3)
+
+    a, b = draw(), draw()
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    g1, g2 = tc.seed_everything(5), tc.seed_everything(5)
+    assert torch.equal(torch.rand(2, generator=g1), torch.rand(2, generator=g2))
+    tc.seed_everything(6)
+    assert not torch.equal(torch.rand(3), b[2])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0", True])
+def test_seed_everything_rejects_bad_seed(bad):
+    with pytest.raises(ValueError, match="non-negative integer"):
+        tc.seed_everything(bad)
+
+
+def test_progress_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("TC_PROGRESS", "0")
+    bar = tc.progress(range(3))
+    assert bar.disable and list(bar) == [0, 1, 2]
+
+
+def test_describe_names_device_and_scale(monkeypatch):
+    monkeypatch.setenv("TC_SCALE", "fast")
+    line = tc.describe()
+    assert line.startswith(f"device={tc.device().type}") and "scale=fast" in line
