@@ -32,6 +32,21 @@ def sinusoidal(n_positions: int, d: int, base: float = 10000.0) -> torch.Tensor:
     return table.float()
 
 
+def sinusoidal_2d(rows: int, cols: int, d: int, base: float = 10000.0) -> torch.Tensor:
+    """(rows * cols, d) table for a row-major grid: the first d/2 dims are ``sinusoidal`` of the row,
+    the last d/2 of the column (the 2D scheme of e.g. MAE / DETR-style ViTs)."""
+    _check_int("rows", rows)
+    _check_int("cols", cols)
+    _check_int("d", d)
+    if d % 4:
+        raise ValueError(f"2D sinusoidal encoding needs d divisible by 4 (sin/cos pairs for rows and "
+                         f"columns), got d={d}; use d={d + (4 - d % 4)}.")
+    row = sinusoidal(rows, d // 2, base)                         # (rows, d/2)
+    col = sinusoidal(cols, d // 2, base)                         # (cols, d/2)
+    return torch.cat([row[:, None, :].expand(rows, cols, d // 2),
+                      col[None, :, :].expand(rows, cols, d // 2)], dim=-1).reshape(rows * cols, d)
+
+
 def rope_angles(d: int, base: float = 10000.0) -> torch.Tensor:
     """The d/2 rotation frequencies theta_i = base^(-2i/d), i = 0 .. d/2 - 1 (float64)."""
     _check_int("d", d, 2)
