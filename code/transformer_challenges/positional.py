@@ -1,9 +1,12 @@
-"""Position information: sinusoidal tables, RoPE, ALiBi (used by Chapter 1's model slot and the
-position chapter).
+"""Position information: sinusoidal tables (1D and 2D), RoPE, ALiBi (used by Chapter 1's model
+slot, the position chapter ``ch-position`` and the tiny ViT of ``vision.py``).
 
 Conventions: ``sinusoidal`` puts sin on even and cos on odd dimensions (Vaswani et al. 2017);
 ``apply_rope`` rotates interleaved pairs (x[2i], x[2i+1]) by angle p * theta_i with
-theta_i = base^(-2i/d) (Su et al. 2024); ``alibi_bias`` is -slope_h * |i - j| (Press et al. 2022).
+theta_i = base^(-2i/d) (Su et al. 2024); ``apply_rope_half`` is the same rotation in the
+"rotate-half" layout (pairs (x[i], x[i + d/2]), GPT-NeoX / LLaMA code), equal to ``apply_rope`` up
+to the fixed permutation ``rope_half_permutation``; ``alibi_bias`` is -slope_h * |i - j|
+(Press et al. 2022).
 """
 from __future__ import annotations
 
@@ -52,26 +55,46 @@ def rope_angles(d: int, base: float = 10000.0) -> torch.Tensor:
     _check_int("d", d, 2)
     if d % 2:
         raise ValueError(f"RoPE needs an even dimension, got d={d}; use d={d + 1} or d={d - 1}.")
+    if not base > 0:
+        raise ValueError(f"base must be > 0, got {base}; the usual value is 10000.")
     return base ** (-torch.arange(0, d // 2, dtype=torch.float64) * 2 / d)
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
     """Rotate each pair (x[..., 2i], x[..., 2i+1]) of ``x`` (..., seq, d) by positions * theta_i."""
-    d = x.shape[-1]
-    theta = rope_angles(d, base).to(x.device)
-    positions = torch.as_tensor(positions, device=x.device)
-    if positions.shape[-1] != x.shape[-2]:
-        raise ValueError(
-            f"positions has {positions.shape[-1]} entries but x has {x.shape[-2]} positions; "
-            "pass one position per sequence element."
-        )
-    angle = positions.to(torch.float64)[..., None] * theta      # (..., seq, d/2)
-    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    cos, sin = _rope_cos_sin(x, positions, base)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.empty_like(x)
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out
+
+
+def _rope_cos_sin(x: torch.Tensor, positions, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    d = x.shape[-1]
+    theta = rope_angles(d, base).to(x.device)
+    positions = torch.as_tensor(positions, device=x.device)
+    if positions.dim() == 0 or positions.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"positions has shape {tuple(positions.shape)} but x has {x.shape[-2]} positions; "
+            "pass one position per sequence element."
+        )
+    angle = positions.to(torch.float64)[..., None] * theta      # (..., seq, d/2)
+    return torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+
+
+def apply_rope_half(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """RoPE in the rotate-half layout: rotate each pair (x[..., i], x[..., i + d/2]) by positions * theta_i."""
+    cos, sin = _rope_cos_sin(x, positions, base)
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def rope_half_permutation(d: int) -> torch.Tensor:
+    """Index map P with apply_rope_half(x[..., P]) == apply_rope(x)[..., P]: even dims first, then odd."""
+    rope_angles(d)  # validates d
+    return torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
 
 
 def rope_decay_curve(d: int, max_distance: int, base: float = 10000.0) -> torch.Tensor:
@@ -81,6 +104,23 @@ def rope_decay_curve(d: int, max_distance: int, base: float = 10000.0) -> torch.
     m = torch.arange(max_distance + 1, dtype=torch.float64)[:, None]
     partial = torch.cumsum(torch.exp(1j * m * theta), dim=-1)   # column j-1 holds S_j
     return partial.abs().mean(dim=-1)
+
+
+def rope_abel_bound(q: torch.Tensor, k: torch.Tensor, distance: int, base: float = 10000.0) -> torch.Tensor:
+    """Su's bound on |<R_m q, R_n k>| for m - n = ``distance``: max_i |h_{i+1} - h_i| * sum_j |S_j|,
+    with h_i = q_[2i:2i+1] conj(k_[2i:2i+1]) as complex numbers and h_{d/2} = 0. q, k: (..., d)."""
+    if not isinstance(distance, int) or isinstance(distance, bool):
+        raise ValueError(f"distance must be an integer m - n, got {distance!r}.")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}.")
+    d = q.shape[-1]
+    theta = rope_angles(d, base)
+    qc = torch.complex(q[..., 0::2].double(), q[..., 1::2].double())
+    kc = torch.complex(k[..., 0::2].double(), k[..., 1::2].double())
+    h = qc * kc.conj()                                               # (..., d/2)
+    h_next = torch.cat([h[..., 1:], torch.zeros_like(h[..., :1])], dim=-1)   # h_{i+1}, h_{d/2} = 0
+    partial_sums = torch.cumsum(torch.exp(1j * distance * theta), dim=-1)   # S_1 .. S_{d/2}
+    return (h_next - h).abs().amax(dim=-1) * partial_sums.abs().sum()
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
