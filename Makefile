@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-JOBS   ?= 2
 
 .PHONY: install book test notebooks serve clean
 
@@ -21,7 +20,7 @@ book: $(STAMP)
 
 ## make test: unit tests, book checks (pairing, outputs, toc, build, launch links) and pytest --nbval
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
+	$(BIN)/python -m pytest
 
 ## make notebooks: re-execute every chapter and store its outputs (after editing a .md)
 notebooks: $(STAMP)

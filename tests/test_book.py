@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -76,18 +74,6 @@ def test_toc_and_chapters_match():
     unlisted = [str(p.relative_to(ROOT)) for p in NOTEBOOKS if str(p) not in listed]
     assert not unlisted, f"notebooks missing from _toc.yml: {unlisted}"
     assert len(files) == len(set(files)), "a page is listed twice in _toc.yml"
-
-
-@pytest.fixture(scope="module")
-def built_site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--path-output", str(out),
-         "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, timeout=1200)
-    warnings = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "WARNING" in line]
-    assert proc.returncode == 0 and not warnings, "book build failed:\n" + "\n".join(warnings or [proc.stdout[-3000:], proc.stderr[-3000:]])
-    return out / "_build" / "html"
 
 
 def test_book_builds_with_zero_warnings(built_site: Path):

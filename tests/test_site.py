@@ -1,0 +1,170 @@
+"""The rendered site, tested as a reader sees it: every page in headless Chromium, offline.
+
+Serves a fresh build of the book on 127.0.0.1 and opens each page in Debian's Chromium (driven
+by Selenium with the system chromedriver; no browser download). Checks: no console errors,
+every image loads, all math is typeset by the local MathJax (no raw TeX, no MathJax errors),
+every internal link and anchor resolves (launch links: tests/test_book.py). A
+light- and a dark-theme screenshot of every page is written to _build/screenshots/.
+
+Without Chromium the browser tests skip, unless TC_REQUIRE_BROWSER=1 (CI sets it), which
+turns a missing browser into a failure.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import socketserver
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlparse
+
+import pytest
+
+from bookcheck import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SCREENSHOTS = Path(os.environ.get("TC_SCREENSHOTS", ROOT / "_build" / "screenshots"))
+
+
+class _Links(HTMLParser):
+    """Collects hrefs/srcs and element ids of one HTML page."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag == "img" and attrs.get("src"):
+            self.links.append(attrs["src"])
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(path: Path) -> _Links:
+    parser = _Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def _pages(site: Path) -> list[Path]:
+    return sorted(p for p in site.rglob("*.html")
+                  if not {"_static", "_sources", "_images"} & set(p.relative_to(site).parts))
+
+
+def test_internal_links_and_anchors_resolve(built_site: Path):
+    site, broken = built_site, []
+    for page in _pages(site):
+        for link in _parse(page).links:
+            parsed = urlparse(link)
+            if parsed.scheme or link.startswith(("mailto:", "//")):
+                continue
+            target_path, anchor = urldefrag(link)
+            target = (page.parent / unquote(target_path)).resolve() if target_path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                broken.append(f"{page.relative_to(site)} -> {link} (no file)")
+            elif anchor and target.suffix == ".html" and unquote(anchor) not in _parse(target).ids:
+                broken.append(f"{page.relative_to(site)} -> {link} (no anchor)")
+    assert not broken, "\n".join(broken)
+
+
+def _browser():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        if os.environ.get("TC_REQUIRE_BROWSER") == "1":
+            pytest.fail("Chromium/chromedriver not found; install Debian packages chromium chromium-driver")
+        pytest.skip("Chromium not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,1600"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+@pytest.fixture(scope="module")
+def served(built_site: Path):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(built_site))
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = _browser()
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+WAIT_FOR_MATH = """
+const done = arguments[arguments.length - 1];
+if (!window.MathJax || !MathJax.startup) { done('no-mathjax'); return; }
+MathJax.startup.promise.then(() => done('ok')).catch(e => done('error: ' + e));
+"""
+
+PAGE_REPORT = """
+const imgs = Array.from(document.images);
+const math = Array.from(document.querySelectorAll('.math'));
+return {
+  brokenImages: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  imagesWithoutAlt: imgs.filter(i => !i.hasAttribute('alt')).map(i => i.getAttribute('src')),
+  mathCount: math.length,
+  untypeset: math.filter(m => !m.querySelector('mjx-container')).map(m => m.textContent.slice(0, 60)),
+  mathErrors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent.slice(0, 60)),
+  rawDollars: (document.querySelector('article') || document.body).innerText.match(/\\$\\$[^$]+\\$\\$/g) || [],
+};
+"""
+
+
+def test_every_page_renders_in_chromium(built_site: Path, served: str, browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    site, problems, pages_with_math = built_site, [], 0
+    browser.set_script_timeout(60)
+    for page in _pages(site):
+        rel = page.relative_to(site).as_posix()
+        browser.get_log("browser")  # drop anything left from the previous page
+        browser.get(f"{served}/{rel}")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        status = browser.execute_async_script(WAIT_FOR_MATH)
+        report = browser.execute_script(PAGE_REPORT)
+        if report["mathCount"]:
+            pages_with_math += 1
+            if status != "ok":
+                problems.append(f"{rel}: MathJax did not finish ({status})")
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        for key in ("brokenImages", "imagesWithoutAlt", "untypeset", "mathErrors", "rawDollars"):
+            if report[key]:
+                problems.append(f"{rel}: {key}: {report[key][:5]}")
+        if errors:
+            problems.append(f"{rel}: console errors: {errors[:5]}")
+        name = rel.replace("/", "__").removesuffix(".html")
+        browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+        browser.execute_script("document.documentElement.dataset.theme = 'dark'")
+        browser.save_screenshot(str(SCREENSHOTS / f"{name}.dark.png"))
+    assert pages_with_math >= 2, "MathJax was never exercised: no page with math?"
+    assert not problems, "\n".join(problems)
