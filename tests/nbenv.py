@@ -9,5 +9,8 @@ NB_ENV = {
     "TC_PROGRESS": "0",
     "CUDA_VISIBLE_DEVICES": "",
     "PYTHONHASHSEED": "0",
+    # Idle OpenMP threads sleep instead of spinning. Results are unchanged (same threads, same
+    # work split); on a loaded machine training loops ran 9x faster with it (99 s -> 11 s).
+    "OMP_WAIT_POLICY": "PASSIVE",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
 }
