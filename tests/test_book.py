@@ -50,6 +50,16 @@ def test_first_code_cell_bootstraps_the_pinned_package(nb_path: Path):
     assert "import transformer_challenges as tc" in first.source and "print" not in first.source
 
 
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_no_widget_state_is_stored(nb_path: Path):
+    """Stored widget state makes the static page fetch the widget manager from a CDN."""
+    nb = read(nb_path)
+    assert "widgets" not in nb.metadata, "widget state stored: re-execute with scripts/execute.py"
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {})
+
+
 def test_output_check_fails_on_a_notebook_saved_without_outputs():
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("x = 1"),

@@ -1,8 +1,10 @@
 """transformer_challenges: the library behind the book "Transformer: review and challenges".
 
 Import it as ``tc``. The top level re-exports the run-time knobs every chapter uses; the
-submodules hold each chapter's reusable code (``model``, ``attention``, ``positional``, ``data``,
-``training``, ``flops``).
+submodules hold each chapter's reusable code: ``model``, ``attention``, ``data``, ``training``
+(Chapter 1), ``costs`` and ``memory`` (compute and memory), ``positional`` and ``vision``
+(position), ``dynamics`` (training), ``interp`` and ``induction`` (interpretability), ``scaling``
+and ``dedup`` (data), ``kvcache`` (serving), ``clip`` and ``ssm`` (beyond language, outlook).
 """
 from .runtime import describe, device, pick, progress, scale, seed_everything
 
