@@ -1,0 +1,267 @@
+"""The induction-head task: a 2-layer TinyGPT learns to continue repeated random token sequences.
+
+Used by the interpretability chapter (``ch-interpretability``). A sequence is a BOS token
+followed by a random permutation prefix of ``period`` distinct symbols, repeated cyclically; the
+period varies from sequence to sequence, so absolute positions cannot solve the task and the
+model must *look up* where the current token appeared before and copy its successor: the
+induction mechanism (a previous-token head in layer 0, an induction head in layer 1).
+
+Command line (reproduces the chapter's main result and prints it)::
+
+    python -m transformer_challenges.induction --seed 0 [--size tiny|fast|full] [--steps N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from . import interp
+from .model import GPTConfig, TinyGPT
+from .runtime import progress, seed_everything
+
+
+@dataclass(frozen=True)
+class InductionConfig:
+    """Task and model sizes. Sequences hold ``2 * max_period + 1`` tokens (BOS included)."""
+
+    n_symbols: int = 16
+    min_period: int = 4
+    max_period: int = 12
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 2
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    position: str = "learned"
+
+    def __post_init__(self):
+        for name in ("n_symbols", "min_period", "max_period", "steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if not 2 <= self.min_period <= self.max_period <= self.n_symbols:
+            raise ValueError(
+                f"need 2 <= min_period <= max_period <= n_symbols, got {self.min_period}, "
+                f"{self.max_period}, {self.n_symbols}; a period uses distinct symbols."
+            )
+
+    @property
+    def bos(self) -> int:
+        """Id of the beginning-of-sequence token (the last id)."""
+        return self.n_symbols
+
+    @property
+    def n_tokens(self) -> int:
+        """Length of one full sequence, BOS included (the model sees n_tokens - 1 inputs)."""
+        return 2 * self.max_period + 1
+
+
+SIZES = {
+    "tiny": InductionConfig(steps=300),
+    "fast": InductionConfig(),
+    "full": InductionConfig(n_symbols=64, min_period=8, max_period=32, d_model=128, n_heads=4,
+                            steps=3000, batch_size=128, lr=1e-3),
+}
+
+
+def repeated_sequences(cfg: InductionConfig, batch_size: int, generator: torch.Generator,
+                       period: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``tokens`` (B, n_tokens) and ``periods`` (B,): BOS + a random prefix repeated.
+
+    ``tokens[b, k] = prefix_b[(k - 1) % period_b]`` for ``k >= 1``; the prefix holds distinct
+    symbols. ``period`` fixes the period of every row (default: uniform in [min, max]).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    if period is not None and not cfg.min_period <= period <= cfg.max_period:
+        raise ValueError(f"period={period} is outside [{cfg.min_period}, {cfg.max_period}]; "
+                         "pick one inside the range the model was trained on.")
+    if period is None:
+        periods = torch.randint(cfg.min_period, cfg.max_period + 1, (batch_size,), generator=generator)
+    else:
+        periods = torch.full((batch_size,), period)
+    prefix = torch.argsort(torch.rand(batch_size, cfg.n_symbols, generator=generator), dim=1)
+    k = torch.arange(cfg.n_tokens - 1)
+    body = torch.gather(prefix, 1, k[None] % periods[:, None])
+    tokens = torch.cat([torch.full((batch_size, 1), cfg.bos), body], dim=1)
+    return tokens, periods
+
+
+def repeat_mask(periods: torch.Tensor, n_inputs: int) -> torch.Tensor:
+    """Boolean (B, n_inputs): True where the *next* token is a copy (input position t >= period)."""
+    return torch.arange(n_inputs)[None] >= periods[:, None]
+
+
+def build_model(cfg: InductionConfig) -> TinyGPT:
+    """A TinyGPT (Pre-LN, SDPA attention) sized for the task."""
+    return TinyGPT(GPTConfig(vocab_size=cfg.n_symbols + 1, seq_len=cfg.n_tokens - 1,
+                             d_model=cfg.d_model, n_heads=cfg.n_heads, n_layers=cfg.n_layers,
+                             norm="pre", attn_impl="sdpa", position=cfg.position))
+
+
+def train_induction(cfg: InductionConfig, seed: int = 0, eval_every: int = 50,
+                    device: torch.device | str = "cpu") -> tuple[TinyGPT, dict[str, list]]:
+    """Train on the predictable (repeated) positions only; return the model and a history of
+    ``step``, ``loss``, ``acc_repeat`` and ``acc_first`` measured on a fixed held-out batch."""
+    if eval_every <= 0:
+        raise ValueError(f"eval_every must be positive, got {eval_every}.")
+    seed_everything(seed)
+    model = build_model(cfg).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    eval_gen = torch.Generator().manual_seed(10_000 + seed)
+    eval_tokens, eval_periods = repeated_sequences(cfg, 256, eval_gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    history: dict[str, list] = {"step": [], "loss": [], "acc_repeat": [], "acc_first": []}
+    for step in progress(range(cfg.steps), desc="induction", leave=False):
+        tokens, periods = repeated_sequences(cfg, cfg.batch_size, gen)
+        tokens = tokens.to(device)
+        keep = repeat_mask(periods, tokens.shape[1] - 1).to(device)
+        logits, _ = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits[keep], tokens[:, 1:][keep])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
+            acc = accuracy_by_part(model, eval_tokens.to(device), eval_periods)
+            history["step"].append(step + 1)
+            history["loss"].append(loss.item())
+            history["acc_repeat"].append(acc["repeat"])
+            history["acc_first"].append(acc["first"])
+    model.eval()
+    return model, history
+
+
+@torch.no_grad()
+def accuracy_by_part(model: TinyGPT, tokens: torch.Tensor, periods: torch.Tensor,
+                     logits: torch.Tensor | None = None) -> dict[str, float]:
+    """Next-token accuracy on the first occurrence (unpredictable) and on the repeats."""
+    if logits is None:
+        logits = model(tokens[:, :-1])[0]
+    correct = (logits.argmax(-1) == tokens[:, 1:]).float()
+    rep = repeat_mask(periods, tokens.shape[1] - 1).to(correct.device)
+    return {"first": correct[~rep].mean().item(), "repeat": correct[rep].mean().item()}
+
+
+def induction_scores(attn: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
+    """Mean attention from each repeated position t (t >= period) to t - period + 1, the token
+    after the previous occurrence of the current token, per head: ``(B, h, n, n) -> (h,)``."""
+    if attn.dim() != 4:
+        raise ValueError(f"attention must be (batch, heads, n, n), got {tuple(attn.shape)}.")
+    b, h, n, _ = attn.shape
+    t = torch.arange(n)
+    total = torch.zeros(h)
+    count = 0
+    for i in range(b):
+        p = int(periods[i])
+        q = t[t >= p]
+        total += attn[i][:, q, q - p + 1].sum(-1).cpu()
+        count += len(q)
+    return total / count
+
+
+CORRUPTIONS = ("key", "value")
+
+
+def patching_pair(cfg: InductionConfig, batch_size: int, generator: torch.Generator,
+                  period: int, target: int, corrupt: str = "key") -> dict[str, torch.Tensor]:
+    """Clean and corrupted inputs for activation patching at input position ``target``.
+
+    ``target`` lies in the second copy, so its token A occurred once before, at
+    ``target - period``, followed by the answer B at ``target - period + 1``. ``corrupt="key"``
+    replaces that earlier A by a symbol absent from the sequence (nothing left to match);
+    ``corrupt="value"`` replaces the earlier B (induction now copies the wrong token).
+    Returns ``clean``, ``corrupt`` (B, n_inputs), ``answer`` (B,) and ``position`` (the
+    corrupted position).
+    """
+    if corrupt not in CORRUPTIONS:
+        raise ValueError(f"corrupt={corrupt!r} is unknown; use one of {CORRUPTIONS}.")
+    if period * 2 > cfg.n_symbols:
+        raise ValueError(f"period={period} leaves too few unused symbols for the corruption; use "
+                         f"period <= {cfg.n_symbols // 2}.")
+    n_inputs = cfg.n_tokens - 1
+    if not period + 1 <= target <= min(2 * period, n_inputs - 1):
+        raise ValueError(f"target={target} must lie in the second copy, [{period + 1}, "
+                         f"{min(2 * period, n_inputs - 1)}], so the current token occurs exactly once before.")
+    tokens, _ = repeated_sequences(cfg, batch_size, generator, period=period)
+    clean = tokens[:, :-1]
+    answer = tokens[:, target + 1]
+    bad = clean.clone()
+    src = target - period + (0 if corrupt == "key" else 1)
+    used = torch.zeros(batch_size, cfg.n_symbols, dtype=torch.bool)
+    used.scatter_(1, clean[:, 1:period + 1], True)
+    pick = torch.multinomial((~used).float(), 1, generator=generator).squeeze(1)
+    bad[:, src] = pick
+    return {"clean": clean, "corrupt": bad, "answer": answer, "position": torch.tensor(src)}
+
+
+def analyse(model: TinyGPT, cfg: InductionConfig, seed: int = 0) -> dict:
+    """The chapter's main result: accuracy by part, head patching for both corruptions, and the
+    repeated-part accuracy with each head mean-ablated."""
+    gen = torch.Generator().manual_seed(20_000 + seed)
+    tokens, periods = repeated_sequences(cfg, 256, gen)
+    acc = accuracy_by_part(model, tokens, periods)
+    period = max(cfg.min_period, min(8, cfg.n_symbols // 2, cfg.max_period))
+    target = 2 * period - 1
+    symbols = list(range(cfg.n_symbols))
+    patching = {}
+    for kind in CORRUPTIONS:
+        pair = patching_pair(cfg, 128, gen, period=period, target=target, corrupt=kind)
+
+        def metric(logits, answer=pair["answer"]):
+            return interp.logit_margin(logits, target, answer, symbols).mean()
+
+        patching[kind] = interp.head_patching_scan(model, pair["clean"], pair["corrupt"], metric)
+    ablation = torch.zeros(cfg.n_layers, cfg.n_heads)
+    for l in range(cfg.n_layers):
+        for h in range(cfg.n_heads):
+            logits = interp.ablate_heads(model, tokens[:, :-1], [(l, h)], mode="mean")
+            ablation[l, h] = accuracy_by_part(model, tokens, periods, logits)["repeat"]
+    last = cfg.n_layers - 1
+    return {"acc": acc, "patching": patching, "ablation_repeat_acc": ablation,
+            "induction_head": (last, int(patching["key"][last].argmax())),
+            "key_head": (0, int(patching["key"][0].argmax())),
+            "value_head": (0, int(patching["value"][0].argmax()))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: train with ``--seed`` and print the main result."""
+    parser = argparse.ArgumentParser(prog="python -m transformer_challenges.induction",
+                                     description="Train a 2-layer TinyGPT on repeated random "
+                                     "sequences and locate its induction head.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=sorted(SIZES), default="fast")
+    parser.add_argument("--steps", type=int, default=None, help="override the number of steps")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TC_PROGRESS", "0")  # a progress bar would clutter the printed result
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    cfg = SIZES[args.size]
+    if args.steps is not None:
+        if args.steps <= 0:
+            parser.error(f"--steps must be positive, got {args.steps}")
+        cfg = replace(cfg, steps=args.steps)
+    print("config:", ", ".join(f"{k}={v}" for k, v in asdict(cfg).items()), f"seed={args.seed}")
+    model, _ = train_induction(cfg, seed=args.seed)
+    res = analyse(model, cfg, seed=args.seed)
+    print(f"accuracy first occurrence: {res['acc']['first']:.3f}   repeated part: "
+          f"{res['acc']['repeat']:.3f}   (chance {1 / cfg.n_symbols:.3f})")
+    print("head   recovered(key)  recovered(value)  repeat-acc when mean-ablated")
+    for l in range(cfg.n_layers):
+        for h in range(cfg.n_heads):
+            print(f"L{l}H{h}   {res['patching']['key'][l, h]:>13.3f}  {res['patching']['value'][l, h]:>16.3f}"
+                  f"  {res['ablation_repeat_acc'][l, h]:>28.3f}")
+    names = [("induction head", "induction_head"), ("key-side layer-0 head", "key_head"),
+             ("value-side layer-0 head", "value_head")]
+    print("; ".join(f"{name}: L{res[key][0]}H{res[key][1]}" for name, key in names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
