@@ -153,7 +153,7 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """Softmax attention restricted to ``sliding_window_mask`` (Longformer), in O(n * window) memory.
 
     Queries are cut into blocks of ``window`` positions; each block scores only the keys of its own
-    and neighbouring blocks (2 * window + window keys, or 2 * window when causal), so no (n, n)
+    and neighbouring blocks (3 * window keys, 2 * window when causal), so no (n, n)
     matrix exists. Global tokens (see ``sliding_window_mask``) add g extra key columns for every
     query and g full rows. The result equals ``naive_attention`` with the same mask.
     """
@@ -170,13 +170,13 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     qb = F.pad(q, (0, 0, 0, pad)).reshape(*lead, nb, w, d)
     kb = F.pad(k, (0, 0, w, pad + w)).reshape(*lead, nb + 2, w, d)
     vb = F.pad(v, (0, 0, w, pad + w)).reshape(*lead, nb + 2, w, v.shape[-1])
-    parts = [slice(0, nb), slice(1, nb + 1)] + ([] if causal else [slice(2, nb + 2)])
-    kctx = torch.cat([kb[..., p, :, :] for p in parts], dim=-2)      # (..., nb, c*w, d)
-    vctx = torch.cat([vb[..., p, :, :] for p in parts], dim=-2)
-    scores = qb @ kctx.transpose(-2, -1) * scale                       # (..., nb, w, c*w)
+    offsets = (0, 1) if causal else (0, 1, 2)          # previous, own and next key block
+    # three products against shifted *views* of the padded keys: no (n, 3w, d) copy is made
+    scores = torch.cat([qb @ kb[..., o:o + nb, :, :].transpose(-2, -1) for o in offsets],
+                       dim=-1) * scale                                 # (..., nb, w, c*w)
     blk = torch.arange(nb, device=dev)
     qpos = blk[:, None, None] * w + torch.arange(w, device=dev)[None, :, None]
-    kpos = (blk[:, None, None] - 1) * w + torch.arange(len(parts) * w, device=dev)[None, None, :]
+    kpos = (blk[:, None, None] - 1) * w + torch.arange(len(offsets) * w, device=dev)[None, None, :]
     rel = kpos - qpos
     allowed = (rel.abs() <= window) & (kpos >= 0) & (kpos < n)
     if causal:
@@ -193,11 +193,13 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         gscores = F.pad(gscores, (0, 0, 0, pad)).reshape(*lead, nb, w, g.numel())
         scores = torch.cat([scores.masked_fill(~allowed, float("-inf")), gscores], dim=-1)
         weights = torch.softmax(scores, dim=-1)
-        local_w, global_w = weights.split([kctx.shape[-2], g.numel()], dim=-1)
-        out = local_w @ vctx + global_w @ v[..., g, :].unsqueeze(-3)
+        local_w, global_w = weights.split([len(offsets) * w, g.numel()], dim=-1)
+        out = global_w @ v[..., g, :].unsqueeze(-3)
     else:
-        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-        out = weights @ vctx
+        local_w = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        out = 0
+    for i, o in enumerate(offsets):
+        out = out + local_w[..., i * w:(i + 1) * w] @ vb[..., o:o + nb, :, :]
     out = out.reshape(*lead, nb * w, v.shape[-1])[..., :n, :]
     if g.numel():                                                      # global rows see everything
         rows = naive_attention(q[..., g, :], k, v, attn_bias=None if not causal
