@@ -63,6 +63,7 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images -> (B, n_patches, d_model) patch embeddings in row-major order."""
         expected = (self.in_channels, self.image_size, self.image_size)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"expected images of shape (batch, {expected[0]}, {expected[1]}, "
