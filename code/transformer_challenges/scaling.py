@@ -208,13 +208,16 @@ class PowerLawFit:
 
     def predict_interval(self, x: Any, n_samples: int = 2000, seed: int = 0,
                          level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """Interval of the prediction at ``x`` from Gaussian draws of the parameter covariance."""
+        """Interval of the prediction at ``x``: Gaussian draws of (E, ln A, alpha) from the fit's
+        covariance (delta method, so A stays positive), then the central ``level`` quantiles."""
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}; e.g. 0.9 for a 90% interval.")
         rng = np.random.default_rng(seed)
-        draws = rng.multivariate_normal([self.E, self.A, self.alpha], self.cov, size=n_samples)
+        J = np.diag([1.0, 1.0 / self.A, 1.0])
+        draws = rng.multivariate_normal([self.E, np.log(self.A), self.alpha], J @ self.cov @ J.T,
+                                        size=n_samples)
         x = np.atleast_1d(np.asarray(x, dtype=float))
-        ys = np.stack([power_law(x, *d) for d in draws])
+        ys = np.stack([power_law(x, e, np.exp(log_a), a) for e, log_a, a in draws])
         lo, hi = np.quantile(ys, [(1 - level) / 2, (1 + level) / 2], axis=0)
         return lo, hi
 
