@@ -4,7 +4,7 @@ Serves a fresh build of the book on 127.0.0.1 and opens each page in Debian's Ch
 by Selenium with the system chromedriver; no browser download). Checks: no console errors,
 every image loads, all math is typeset by the local MathJax (no raw TeX, no MathJax errors),
 every internal link and anchor resolves (launch links: tests/test_book.py). A
-light- and a dark-theme screenshot of every page is written to _build/screenshots/.
+full-page light- and dark-theme screenshot of every page is written to _build/screenshots/.
 
 Without Chromium the browser tests skip, unless TC_REQUIRE_BROWSER=1 (CI sets it), which
 turns a missing browser into a failure.
@@ -163,8 +163,11 @@ def test_every_page_renders_in_chromium(built_site: Path, served: str, browser):
         if errors:
             problems.append(f"{rel}: console errors: {errors[:5]}")
         name = rel.replace("/", "__").removesuffix(".html")
+        height = browser.execute_script("return Math.min(document.documentElement.scrollHeight, 20000)")
+        browser.set_window_size(1280, max(height, 800))  # whole page in one picture
         browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
         browser.execute_script("document.documentElement.dataset.theme = 'dark'")
         browser.save_screenshot(str(SCREENSHOTS / f"{name}.dark.png"))
+        browser.set_window_size(1280, 1600)
     assert pages_with_math >= 2, "MathJax was never exercised: no page with math?"
     assert not problems, "\n".join(problems)
