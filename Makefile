@@ -18,9 +18,13 @@ install: $(STAMP)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
-## make test: unit tests, book checks (pairing, outputs, toc, build, launch links) and pytest --nbval
+## make test: unit tests, book checks (pairing, outputs, toc, build, launch links) and pytest --nbval,
+## then every chapter again as if on another machine (two threads, parameters perturbed by a few
+## ulps): compared outputs must hold without re-storing them. Two workers, one notebook each.
+WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
+	TC_THREADS=2 TC_PERTURB=$${TC_PERTURB:-1} $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile chapters
 
 ## make notebooks: re-execute every chapter and store its outputs (after editing a .md)
 notebooks: $(STAMP)

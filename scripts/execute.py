@@ -24,7 +24,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from nbenv import NB_ENV  # noqa: E402  (the environment the tests run notebooks in)
+from nbenv import CANONICAL_ENV  # noqa: E402  (the environment the tests run notebooks in)
 
 FORMATS = "ipynb,md:myst"
 
@@ -62,7 +62,10 @@ def main() -> int:
         paths += [Path(p) for p in sorted(glob.glob(str(ROOT / "chapters/**/*.md"), recursive=True))]
     if not paths:
         parser.error("give chapter files or --all")
-    os.environ.update(NB_ENV)
+    # Outputs are always stored from the canonical environment (one thread, no perturbation);
+    # the knobs TC_THREADS / TC_PERTURB are for re-running, never for storing.
+    os.environ.update(CANONICAL_ENV)
+    os.environ.pop("TC_PERTURB", None)
     for path in paths:
         md = path.with_suffix(".md").resolve()
         if not md.exists():

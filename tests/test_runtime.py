@@ -69,3 +69,52 @@ def test_describe_names_device_and_scale(monkeypatch):
     monkeypatch.setenv("TC_SCALE", "fast")
     line = tc.describe()
     assert line.startswith(f"device={tc.device().type}") and "scale=fast" in line
+
+
+def test_perturbation_knob_is_parsed(monkeypatch):
+    from transformer_challenges.runtime import perturbation
+    for raw, expected in [("", None), ("0", None), ("1", 1), (" 7 ", 7)]:
+        monkeypatch.setenv("TC_PERTURB", raw)
+        assert perturbation() == expected
+    monkeypatch.setenv("TC_PERTURB", "yes")
+    with pytest.raises(ValueError, match="TC_PERTURB='yes'.*TC_PERTURB=1"):
+        perturbation()
+
+
+@pytest.mark.parametrize("dtype, scale", [(torch.float32, 1e-6), (torch.float64, 2e-15)])
+def test_perturb_is_a_few_ulps_and_leaves_the_global_rng_alone(dtype, scale):
+    from transformer_challenges.runtime import perturb_
+    torch.manual_seed(0)
+    params = [torch.randn(1000, dtype=dtype), torch.arange(5)]
+    before = [p.clone() for p in params]
+    state = torch.get_rng_state()
+    assert perturb_(params, torch.Generator().manual_seed(1)) == 1   # integer tensors untouched
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(params[1], before[1])
+    rel = ((params[0] - before[0]) / before[0]).abs()
+    assert rel.max() > 0.1 * scale and rel.median() < 5 * scale
+
+
+def _train_once(seed_noise: str | None, monkeypatch) -> torch.Tensor:
+    import transformer_challenges.runtime as rt
+    if seed_noise is None:
+        monkeypatch.delenv("TC_PERTURB", raising=False)
+    else:
+        monkeypatch.setenv("TC_PERTURB", seed_noise)
+    rt.install_perturbation()
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 1)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.0)   # lr 0: only the perturbation moves weights
+    layer(torch.randn(4, 8)).sum().backward()
+    opt.step()
+    return layer.weight.detach().clone()
+
+
+def test_optimisers_perturb_their_parameters_once_when_the_knob_is_set(monkeypatch):
+    plain = _train_once(None, monkeypatch)
+    one, one_again, two = (_train_once(k, monkeypatch) for k in ("1", "1", "2"))
+    assert torch.equal(plain, _train_once(None, monkeypatch))
+    assert not torch.equal(one, plain) and torch.allclose(one, plain, rtol=1e-5, atol=0)
+    assert not torch.equal(one, two)
+    # the noise stream runs on (a second model is not perturbed like the first) ...
+    assert not torch.equal(one, one_again)

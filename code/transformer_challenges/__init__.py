@@ -4,10 +4,12 @@ Import it as ``tc``. The top level re-exports the run-time knobs every chapter u
 submodules hold each chapter's reusable code: ``model``, ``attention``, ``data``, ``training``
 (Chapter 1), ``costs`` and ``memory`` (compute and memory), ``positional`` and ``vision``
 (position), ``dynamics`` (training), ``interp`` and ``induction`` (interpretability), ``scaling``
-and ``dedup`` (data), ``kvcache`` (serving), ``clip`` and ``ssm`` (beyond language, outlook).
+and ``dedup`` (data), ``kvcache`` (serving), ``clip`` and ``ssm`` (beyond language, outlook); ``stats`` (seed spread and nbval
+tolerances, every chapter that trains).
 """
+from . import stats
 from .runtime import describe, device, pick, progress, scale, seed_everything
 
 __version__ = "0.1.0"
 
-__all__ = ["describe", "device", "pick", "progress", "scale", "seed_everything", "__version__"]
+__all__ = ["stats", "describe", "device", "pick", "progress", "scale", "seed_everything", "__version__"]

@@ -1,4 +1,5 @@
-"""Run-time knobs shared by every chapter: device, scale (fast/full), seeding, progress bars.
+"""Run-time knobs shared by every chapter: device, scale (fast/full), seeding, progress bars,
+and the "another machine" stand-in ``TC_PERTURB`` used by the test suite.
 
 Used by every chapter's set-up cell (see the chapter template in the preface).
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 import os
 import random
 from typing import Any, Iterable, Mapping, TypeVar
+
+import weakref
 
 import numpy as np
 import torch
@@ -87,3 +90,75 @@ def describe() -> str:
     dev = device()
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU"
     return f"device={dev.type} ({name}), scale={scale()}, torch={torch.__version__.split('+')[0]}"
+
+
+# --- A stand-in for "another machine" -------------------------------------------------------
+# Two CPUs round the same float32 sums differently (vector width, FMA, summation order); after a
+# few hundred optimiser steps that last-bit noise grows into visibly different losses. The test
+# suite imitates it on one machine: with TC_PERTURB=k (k >= 1) every optimiser, on its first
+# step, multiplies each parameter it trains by (1 + PERTURB_ULPS * eps * z), z ~ N(0, 1), with
+# eps the machine epsilon of the parameter's dtype (about 1e-6 relative noise in float32,
+# 2e-15 in float64). The noise comes from a generator seeded with k and a running count, never
+# from the global RNG, so the book's seeds, data and sampling are untouched.
+PERTURB_ULPS = 8
+
+
+def perturbation() -> int | None:
+    """The seed k of ``TC_PERTURB=k`` (k >= 1), or ``None`` when the knob is unset, empty or 0."""
+    raw = os.environ.get("TC_PERTURB", "").strip()
+    if raw in ("", "0"):
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"TC_PERTURB={raw!r} is not a non-negative integer; set e.g. TC_PERTURB=1 "
+                         "(or unset it to switch the perturbation off).")
+    return int(raw)
+
+
+@torch.no_grad()
+def perturb_(params: Iterable[torch.Tensor], generator: torch.Generator,
+             ulps: float = PERTURB_ULPS) -> int:
+    """Multiply each floating-point tensor in ``params`` in place by ``1 + ulps * eps * N(0, 1)``.
+
+    Returns how many tensors were perturbed. The noise is drawn on the CPU from ``generator``.
+    """
+    if ulps < 0:
+        raise ValueError(f"ulps must be >= 0, got {ulps}; use e.g. ulps=8.")
+    count = 0
+    for p in params:
+        if not torch.is_floating_point(p):
+            continue
+        z = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        p.mul_((1 + ulps * torch.finfo(p.dtype).eps * z).to(device=p.device, dtype=p.dtype))
+        count += 1
+    return count
+
+
+_perturbed: "weakref.WeakSet[torch.optim.Optimizer]" = weakref.WeakSet()
+_perturb_state = {"hook": None, "count": 0}
+
+
+def _perturb_on_first_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    if optimizer in _perturbed:
+        return
+    _perturbed.add(optimizer)
+    k = perturbation()
+    if k is None:
+        return
+    _perturb_state["count"] += 1
+    gen = torch.Generator().manual_seed(1_000_003 * k + _perturb_state["count"])
+    perturb_((p for group in optimizer.param_groups for p in group["params"]), gen)
+
+
+def install_perturbation() -> bool:
+    """Register the first-step perturbation for every ``torch.optim`` optimiser when
+    ``TC_PERTURB`` is set (idempotent); return whether it is active."""
+    if perturbation() is None:
+        return False
+    if _perturb_state["hook"] is None:
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        _perturb_state["hook"] = register_optimizer_step_pre_hook(_perturb_on_first_step)
+    return True
+
+
+install_perturbation()
