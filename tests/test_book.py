@@ -13,6 +13,8 @@ import yaml
 import transformer_challenges as tc
 from bookcheck import (BOOTSTRAP, ROOT, cell_should_have_output, cells_signature, chapter_notebooks,
                        missing_outputs, read, toc_files)
+from nbval_tolerance import TAG as TOLERANCE_TAG
+from nbval_tolerance import Tolerance
 
 NOTEBOOKS = chapter_notebooks()
 IDS = [str(p.relative_to(ROOT / "chapters")) for p in NOTEBOOKS]
@@ -109,3 +111,41 @@ def test_chapter_page_links_colab_and_binder_to_its_notebook(built_site: Path, n
         target = unquote(link.split("urlpath=tree/")[-1])
         assert target == rel and (ROOT / target).exists(), link
     assert "_sources/" in html or ".ipynb" in html  # download button offers the source
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_experimental_cells_state_a_valid_tolerance(nb_path: Path):
+    """The tier of a compared output is visible in its source: tag and tolerance come together."""
+    for n, cell in enumerate(c for c in read(nb_path).cells if c.cell_type == "code"):
+        tagged = TOLERANCE_TAG in cell.metadata.get("tags", [])
+        assert tagged == ("tolerance" in cell.metadata), (
+            f"code cell {n}: the tag {TOLERANCE_TAG!r} and the metadata 'tolerance' go together")
+        if tagged:
+            Tolerance.from_metadata(cell.metadata)  # raises with the fix when unusable
+
+
+# A float residue (a difference that is rounding noise) printed as digits differs between CPUs;
+# an exact-tier cell prints a bound ("< 1e-12") or a True/False check instead.
+# (A bound or a stated tolerance, "< 1e-12", "below 1e-12", "atol 1e-10", is not a residue.)
+RESIDUE = re.compile(r"(?<![<≤] )(?<!below )(?<!tol )(?<!tol=)(?<![<≤\w.])"
+                     r"[-+]?\d+(?:\.\d+)?e-(?:1\d|[2-9]\d|\d{3})\b")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_exact_cells_print_no_float_residues(nb_path: Path):
+    found = []
+    for n, cell in enumerate(c for c in read(nb_path).cells if c.cell_type == "code"):
+        tags = cell.metadata.get("tags", [])
+        if {"nbval-ignore-output", "nbval-skip", TOLERANCE_TAG} & set(tags):
+            continue
+        for output in cell.get("outputs", []):
+            texts = [output.get("text", "")] + [v for k, v in output.get("data", {}).items()
+                                                 if k.startswith("text/") and isinstance(v, str)]
+            found += [f"cell {n}: {m.group()}" for t in texts for m in RESIDUE.finditer(t)]
+    assert not found, f"float residues printed as digits in exact cells (print a bound instead): {found}"
+
+
+def test_residue_pattern():
+    assert RESIDUE.findall("max |a - b| = 4.4e-16, rel 1.4e-17") == ["4.4e-16", "1.4e-17"]
+    assert not RESIDUE.findall("max |a - b| < 1e-12 and lr=3e-4, eps ≤ 1e-10, 1.2e-3, <1e-15, "
+                               "below 1e-12, (atol 1e-10), rtol=1e-12")
