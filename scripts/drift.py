@@ -43,7 +43,8 @@ def texts(outputs, subs) -> list[tuple[str, str]]:
     import re
     out = []
     for o in transform_streams_for_comparison(coalesce_streams(outputs)):
-        items = o.get("data", {}).items() if "data" in o else [(k, v) for k, v in o.items()]
+        # by MIME type, as nbval compares them (a fresh run may list text/plain before text/html)
+        items = sorted(o.get("data", {}).items() if "data" in o else o.items())
         for key, val in items:
             if key in SKIP or not isinstance(val, str):
                 continue
