@@ -90,8 +90,9 @@ def test_cli_runs_and_prints_the_result():
     out = subprocess.run([sys.executable, "-m", "transformer_challenges.induction", "--seed", "0",
                           "--size", "tiny", "--steps", "60"], capture_output=True, text=True,
                          env=env, timeout=300, check=True).stdout
-    assert "seed=0" in out and "steps=60" in out
-    m = re.search(r"first occurrence: ([0-9.]+)\s+repeated part: ([0-9.]+)", out)
+    assert "seeds=0" in out and "steps=60" in out
+    assert "one seed:" in out and "across 1 seed(s):" in out
+    m = re.search(r"first occurrence ([0-9.]+), repeated part ([0-9.]+)", out)
     assert m, out
     assert 0 <= float(m.group(1)) <= 1 and 0 <= float(m.group(2)) <= 1
     assert re.search(r"induction head: L1H\d; key-side layer-0 head: L0H\d; value-side layer-0 head: L0H\d", out)
@@ -99,3 +100,32 @@ def test_cli_runs_and_prints_the_result():
     bad = subprocess.run([sys.executable, "-m", "transformer_challenges.induction", "--steps", "0"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "--steps" in bad.stderr
+
+
+def _fake_result(ih, abl_ih, key_head=0, value_head=1):
+    key = torch.zeros(2, 2)
+    value = torch.zeros(2, 2)
+    key[1, ih] = value[1, ih] = 1.0
+    key[0, key_head] = value[0, value_head] = 1.0
+    abl = torch.full((2, 2), 0.99)
+    abl[1, ih] = abl_ih
+    return {"acc": {"first": 0.01, "repeat": 0.99}, "patching": {"key": key, "value": value},
+            "ablation_repeat_acc": abl, "induction_head": (1, ih), "key_head": (0, key_head),
+            "value_head": (0, value_head)}
+
+
+def test_verdicts_are_counted_over_seeds_by_role():
+    cfg = ind.InductionConfig()
+    # the induction head has a different index in each seed; the last seed's is not necessary
+    results = [_fake_result(0, 0.09), _fake_result(1, 0.08), _fake_result(0, 0.49)]
+    v = ind.verdicts(results[1])
+    assert v["carries_both"] and v["necessary"] and v["ablated_other_last"] == pytest.approx(0.99)
+    assert not ind.verdicts(results[2])["necessary"]
+    out = ind.format_report(cfg, [0, 1, 2], results)
+    assert "seeds=0,1,2" in out and "across 3 seed(s):" in out and "one seed" not in out
+    assert "necessary (< 0.3): 2 of 3 seeds" in out
+    assert "under both corruptions: 3 of 3 seeds" in out
+    assert "different layer-0 heads: 3 of 3 seeds" in out
+    assert out.count("induction head: L1H") == 3
+    with pytest.raises(ValueError, match="one analyse"):
+        ind.format_report(cfg, [0, 1], results)
