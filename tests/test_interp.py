@@ -90,6 +90,13 @@ def test_scans_and_recovery(gpt, idx):
     assert res[2, 7] == pytest.approx(1.0, abs=1e-4)
     heads = interp.head_patching_scan(gpt, idx, other, metric)
     assert heads.shape == (2, 2)
+    # positions may be a list, a tuple or an int (a list used to raise TypeError: unhashable);
+    # the metric reads the last position, so patching only there must equal the full patch at
+    # the last layer, whose heads write nothing that later positions read
+    last = idx.shape[1] - 1
+    for positions in ([last], (last,), last):
+        at_last = interp.head_patching_scan(gpt, idx, other, metric, positions=positions)
+        assert torch.allclose(at_last[-1], heads[-1], atol=1e-5)
     assert interp.fraction_recovered(0.5, 1.0, 0.0) == 0.5
 
 

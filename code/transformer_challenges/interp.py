@@ -128,7 +128,8 @@ def run_with_patches(model: TinyGPT, idx: torch.Tensor,
 
     ``resid[(i, positions)] = value`` writes ``value[:, positions]`` into ``resid.i``;
     ``heads[(layer, head, positions)] = value`` writes ``value[:, positions]`` (shape
-    ``(B, n, head_dim)``) into that head's output. ``positions`` is an int, a list, or None (all).
+    ``(B, n, head_dim)``) into that head's output. ``positions`` is an int, a tuple or range of
+    ints, or None (all); it is part of a dictionary key, so a list must be passed as a tuple.
     """
     _check_model(model)
     n = idx.shape[1]
@@ -233,6 +234,8 @@ def head_patching_scan(model: TinyGPT, clean: torch.Tensor, corrupt: torch.Tenso
     if clean.shape != corrupt.shape:
         raise ValueError(f"clean {tuple(clean.shape)} and corrupt {tuple(corrupt.shape)} inputs "
                          "must have the same shape; patching needs aligned positions.")
+    if isinstance(positions, list):  # a dictionary key below: lists are not hashable
+        positions = tuple(positions)
     clean_logits, cache = run_with_cache(model, clean)
     m_clean, m_corrupt = float(metric(clean_logits)), float(metric(model(corrupt)[0]))
     out = torch.zeros(len(model.blocks), model.cfg.n_heads)
