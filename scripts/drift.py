@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,6 @@ def sanitizers() -> list[tuple[str, str]]:
 
 def texts(outputs, subs) -> list[tuple[str, str]]:
     """(key, sanitized text) for every compared text in a cell's outputs, in nbval's order."""
-    import re
     out = []
     for o in transform_streams_for_comparison(coalesce_streams(outputs)):
         # by MIME type, as nbval compares them (a fresh run may list text/plain before text/html)
