@@ -13,7 +13,6 @@ belong in the experimental tier and checks that their stated tolerances cover th
 from __future__ import annotations
 
 import argparse
-import configparser
 import os
 import re
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbval.plugin import coalesce_streams, transform_streams_for_comparison
+from nbval.plugin import coalesce_streams, get_sanitize_patterns, transform_streams_for_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -34,9 +33,8 @@ SKIP = {"metadata", "traceback", "prompt_number", "output_type", "name", "execut
 
 
 def sanitizers() -> list[tuple[str, str]]:
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "tests" / "sanitize.cfg")
-    return [(cfg[s]["regex"], cfg[s]["replace"]) for s in cfg.sections()]
+    """The (regex, replacement) pairs of tests/sanitize.cfg, parsed by nbval itself."""
+    return get_sanitize_patterns((ROOT / "tests" / "sanitize.cfg").read_text())
 
 
 def texts(outputs, subs) -> list[tuple[str, str]]:
