@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Iterable, Mapping, TypeVar
-
 import weakref
+from typing import Any, Iterable, Mapping, TypeVar
 
 import numpy as np
 import torch
