@@ -17,8 +17,9 @@ from nbenv import NB_ENV  # noqa: E402
 
 os.environ.update(NB_ENV)
 
-# The experimental tier of compared outputs: cells tagged nbval-tolerance (tests/nbval_tolerance.py).
-pytest_plugins = ["nbval_tolerance"]
+# The experimental tier of compared outputs: cells tagged nbval-tolerance (tests/nbval_tolerance.py);
+# a kernel that dies while starting (a port race between xdist workers) is started again.
+pytest_plugins = ["nbval_tolerance", "nbval_kernel_retry"]
 
 
 @pytest.fixture(scope="session")
