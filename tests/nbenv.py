@@ -30,6 +30,10 @@ def nb_env(threads: str | None = None) -> dict[str, str]:
         # count. Compared outputs must not depend on it (the second test pass uses 2 threads).
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
+        # numpy's OpenBLAS (scikit-learn, numpy matrix products) stays on one thread: its worker
+        # threads busy-wait, and on two busy cores a two-thread scikit-learn fit ran 5x slower
+        # (11 s -> 53 s; 210 s inside the second test pass). The knob is about torch's kernels.
+        "OPENBLAS_NUM_THREADS": "1",
         "TC_THREADS": threads,
         # Idle OpenMP threads sleep instead of spinning. Results are unchanged (same threads, same
         # work split); on a loaded machine training loops ran 9x faster with it (99 s -> 11 s).
