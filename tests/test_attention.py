@@ -216,6 +216,8 @@ def test_saved_activation_bytes_naive_is_n_squared():
     got = A.saved_activation_bytes(A.naive_attention, q, k, v)
     assert got == 2 * 64 * 64 * 4
     assert A.saved_activation_bytes(A.sdpa_attention, q, k, v) < got / 4
+    with pytest.raises(ValueError, match="attention function"):
+        A.saved_activation_bytes(None, q, k, v)
 
 
 # ---------------------------------------------------------------- argument validation

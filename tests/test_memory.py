@@ -85,3 +85,33 @@ def test_errors():
         memory.ReferenceLayer(32, 4)(torch.randn(2, 3, 16))
     with pytest.raises(ValueError, match="callable"):
         memory.saved_tensor_bytes(torch.randn(3))
+
+
+def test_every_tensor_mode_counts_views_and_repeats():
+    """distinct_storages=False counts each saved tensor at its own size, every time it is saved."""
+    w = torch.randn(8, 8, requires_grad=True)
+    x = torch.randn(4, 8, requires_grad=True)
+    # x @ w saves x and w; x * x saves x twice: 3 x-sized entries + w, w excluded -> 3 entries
+    rep = memory.saved_tensor_bytes(lambda: (x @ w) + x * x, exclude=(w,), distinct_storages=False)
+    assert rep.total == 3 * x.numel() * 4 and len(rep.tensors) == 3
+    rep_all = memory.saved_tensor_bytes(lambda: (x @ w) + x * x, distinct_storages=False)
+    assert rep_all.total == (3 * x.numel() + w.numel()) * 4
+    # a view is counted at its own size, not at its storage's size
+    big = torch.randn(16, 8, requires_grad=True)
+    half = big[:8]
+    assert memory.saved_tensor_bytes(lambda: half * half, distinct_storages=False).total == 2 * half.numel() * 4
+    assert memory.saved_tensor_bytes(lambda: half * half).total == big.numel() * 4
+    with pytest.raises(ValueError, match="distinct_storages"):
+        memory.saved_tensor_bytes(lambda: x * x, distinct_storages="yes")
+
+
+def test_wrappers_are_the_one_counter():
+    """attention.saved_activation_bytes and ssm.saved_tensor_bytes agree with memory.saved_tensor_bytes."""
+    from transformer_challenges import attention as A, ssm
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 32, 8) for _ in range(3))
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    direct = memory.saved_tensor_bytes(lambda: A.naive_attention(*leaves), exclude=tuple(leaves)).total
+    assert A.saved_activation_bytes(A.naive_attention, q, k, v) == direct == 2 * 32 * 32 * 4
+    every = memory.saved_tensor_bytes(lambda: A.naive_attention(*leaves), distinct_storages=False).total
+    assert ssm.saved_tensor_bytes(A.naive_attention, *leaves) == every > direct

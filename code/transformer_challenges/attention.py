@@ -499,17 +499,13 @@ def saved_activation_bytes(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     Counted with ``torch.autograd.graph.saved_tensors_hooks``: each distinct storage saved for
     backward counts once, except the storages of q, k and v themselves (they exist anyway). This
     is the per-layer activation memory of training, and it is deterministic on any device.
+    A thin wrapper of ``memory.saved_tensor_bytes`` (``distinct_storages=True``, with fresh
+    leaf copies of q, k and v as ``exclude``).
     """
+    if not callable(fn):
+        raise ValueError(f"fn must be an attention function f(q, k, v, **kwargs), got "
+                         f"{type(fn).__name__}; pass e.g. naive_attention.")
+    from .memory import saved_tensor_bytes  # imported here: memory imports model, which imports us
+
     inputs = [t.detach().clone().requires_grad_(True) for t in (q, k, v)]
-    skip = {t.untyped_storage().data_ptr() for t in inputs}
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*inputs, **kwargs)
-    return sum(seen.values())
+    return saved_tensor_bytes(lambda: fn(*inputs, **kwargs), exclude=tuple(inputs)).total

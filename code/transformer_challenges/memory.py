@@ -5,7 +5,9 @@ the Megatron-style GPT layer that Korthikanti et al. (2022) analyse (LayerNorm -
 attention with dropout -> projection -> dropout -> residual; LayerNorm -> Linear -> GELU -> Linear ->
 dropout -> residual); ``saved_tensor_bytes`` runs a function under
 ``torch.autograd.graph.saved_tensors_hooks`` and counts the bytes of every distinct storage
-saved for backward, excluding parameters.
+saved for backward, excluding parameters (or, with ``distinct_storages=False``, of every saved
+tensor). It is the library's only saved-for-backward counter: ``attention.saved_activation_bytes``
+(chapter 3) and ``ssm.saved_tensor_bytes`` (chapter 10) wrap it.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ ATTENTION_KINDS = ("naive", "sdpa")
 
 @dataclass(frozen=True)
 class SavedTensor:
-    """One distinct storage autograd saved: its shape, dtype and size in bytes."""
+    """One storage (or one saved tensor) autograd saved: its shape, dtype and size in bytes."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
@@ -33,13 +35,13 @@ class SavedTensor:
 
 @dataclass
 class SavedReport:
-    """What ``saved_tensor_bytes`` found: the distinct saved storages and their total."""
+    """What ``saved_tensor_bytes`` found: the saved storages (or tensors) and their total."""
 
     tensors: list[SavedTensor]
 
     @property
     def total(self) -> int:
-        """Total bytes of the distinct saved storages."""
+        """Total bytes of the entries (distinct storages, or every saved tensor)."""
         return sum(t.nbytes for t in self.tensors)
 
     def by_dtype(self) -> dict[str, int]:
@@ -51,32 +53,44 @@ class SavedReport:
         return out
 
 
-def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: tuple[torch.Tensor, ...] = ()) -> SavedReport:
-    """Run ``fn()`` and report every distinct storage autograd saves for backward.
+def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: tuple[torch.Tensor, ...] = (),
+                       distinct_storages: bool = True) -> SavedReport:
+    """Run ``fn()`` and report the bytes autograd saves for backward: the book's one such counter.
 
-    Tensors that share a storage (views such as q, k, v split from one QKV output, or a weight
-    and its transpose) are counted once, with the storage's full size. Storages of ``exclude``
-    (pass the module's parameters) are skipped: they are weights, not activations. The output
-    of ``fn`` is kept alive until the report is built, so storages are not reused in between.
+    ``distinct_storages=True`` (the default) counts what is resident: tensors that share a
+    storage (views such as q, k, v split from one QKV output, or a weight and its transpose)
+    are counted once, with the storage's full size. ``distinct_storages=False`` counts every
+    saved tensor each time it is saved, at its own size (``numel * element_size``), views
+    included: an upper bound on what is resident (``ssm.saved_tensor_bytes`` uses it). In both
+    modes storages of ``exclude`` (pass the module's parameters) are skipped: they are weights,
+    not activations. The saved tensors and the output of ``fn`` are kept alive until the report
+    is built, so no storage is freed and reused in between. ``attention.saved_activation_bytes``
+    and ``ssm.saved_tensor_bytes`` are thin wrappers around this function.
     """
     if not callable(fn):
         raise ValueError(f"fn must be a callable taking no arguments, got {type(fn).__name__}; "
                          "wrap your call in a lambda.")
+    if not isinstance(distinct_storages, bool):
+        raise ValueError(f"distinct_storages must be True or False, got {distinct_storages!r}.")
     skip = {t.untyped_storage().data_ptr() for t in exclude}
     seen: dict[int, SavedTensor] = {}
+    every: list[SavedTensor] = []
     keep: list[torch.Tensor] = []  # hold references so no storage is freed and reused mid-run
 
     def pack(t: torch.Tensor):
         st = t.untyped_storage()
         ptr = st.data_ptr()
-        if ptr not in skip and ptr not in seen:
-            seen[ptr] = SavedTensor(tuple(t.shape), t.dtype, st.nbytes())
+        if ptr not in skip:
+            if not distinct_storages:
+                every.append(SavedTensor(tuple(t.shape), t.dtype, t.numel() * t.element_size()))
+            elif ptr not in seen:
+                seen[ptr] = SavedTensor(tuple(t.shape), t.dtype, st.nbytes())
         keep.append(t)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
-    report = SavedReport(list(seen.values()))
+    report = SavedReport(list(seen.values()) if distinct_storages else every)
     del out, keep
     return report
 

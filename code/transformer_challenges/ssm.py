@@ -229,17 +229,11 @@ def saved_tensor_bytes(fn: Callable[..., torch.Tensor], *args: Any, **kwargs: An
 
     Measured with ``torch.autograd.graph.saved_tensors_hooks``: the activation memory a training
     step must hold. Each saved tensor is counted at its full size (views of one buffer are counted
-    again), which is an upper bound on what is resident.
+    again), which is an upper bound on what is resident; inputs and parameters are not excluded.
+    A thin wrapper of ``memory.saved_tensor_bytes`` with ``distinct_storages=False``.
     """
     if not callable(fn):
         raise ValueError(f"fn must be callable, got {type(fn).__name__}; pass the function to run.")
-    total = 0
+    from .memory import saved_tensor_bytes as count_saved  # the library's one counter
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*args, **kwargs)
-    return total
+    return count_saved(lambda: fn(*args, **kwargs), distinct_storages=False).total
