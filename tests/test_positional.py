@@ -185,3 +185,50 @@ def test_alibi_errors():
             P.alibi_slopes(bad)
     with pytest.raises(ValueError, match="seq_len"):
         P.alibi_bias(4, 0)
+
+
+# --- relative position bias (T5 buckets) ----------------------------------------------------
+
+def test_relative_position_buckets_hand_computed():
+    # Causal, 8 buckets, max_distance 20: distances 0..3 exact (max_exact = 4); above, bucket
+    # 4 + floor(log(dist / 4) / log(20 / 4) * 4), capped at 7. By hand: dist 5 -> 4 + floor(0.55),
+    # 6 -> 4 + floor(1.008), 8 -> 4 + floor(1.72), 9 -> 4 + floor(2.015), 13 -> 4 + floor(2.93),
+    # 14 -> 4 + floor(3.11); 20 and beyond -> 4 + 4 capped at 7.
+    expected = [0, 1, 2, 3, 4, 4, 5, 5, 5, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]
+    b = P.relative_position_buckets(25, 25, num_buckets=8, max_distance=20)
+    assert b[:, 0].tolist() == expected                     # query i, key 0: distance i
+    assert b[24].flip(0).tolist() == expected               # query 24, key 24 - dist
+    assert (b.triu(1) == 0).all()                           # causal: keys after the query -> bucket 0
+    # A function of the offset only: constant along every diagonal.
+    assert all(b.diagonal(-k).unique().numel() == 1 for k in range(25))
+
+
+def test_relative_position_buckets_bidirectional():
+    # 8 buckets -> 4 per direction, max_exact 2; keys after the query are offset by 4.
+    b = P.relative_position_buckets(4, 4, num_buckets=8, max_distance=20, bidirectional=True)
+    assert b.tolist() == [[0, 5, 6, 6], [1, 0, 5, 6], [2, 1, 0, 5], [2, 2, 1, 0]]
+
+
+def test_relative_position_bias_table_lookup():
+    rel = P.RelativePositionBias(n_heads=2, num_buckets=8, max_distance=20)
+    assert torch.count_nonzero(rel(5)) == 0                 # starts at zero
+    with torch.no_grad():
+        rel.table.copy_(torch.arange(16.0).reshape(8, 2))   # bucket b, head h -> 2b + h
+    bias = rel(25)
+    assert bias.shape == (2, 25, 25)
+    buckets = P.relative_position_buckets(25, 25, 8, 20)
+    assert torch.equal(bias[0], 2.0 * buckets) and torch.equal(bias[1], 2.0 * buckets + 1)
+    assert bias[1, 24, 0].item() == 15.0                    # distance 24 -> last bucket 7 -> 2*7 + 1
+    bias.sum().backward()                                   # learned: gradients reach the table
+    assert rel.table.grad is not None and rel.table.grad.abs().sum() > 0
+
+
+def test_relative_position_buckets_errors():
+    with pytest.raises(ValueError, match="num_buckets"):
+        P.relative_position_buckets(4, 4, num_buckets=1)
+    with pytest.raises(ValueError, match="max_distance"):
+        P.relative_position_buckets(4, 4, num_buckets=8, max_distance=4)
+    with pytest.raises(ValueError, match="bidirectional"):
+        P.relative_position_buckets(4, 4, num_buckets=2, bidirectional=True)
+    with pytest.raises(ValueError, match="n_heads"):
+        P.RelativePositionBias(0)

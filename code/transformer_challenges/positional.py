@@ -6,7 +6,8 @@ Conventions: ``sinusoidal`` puts sin on even and cos on odd dimensions (Vaswani 
 theta_i = base^(-2i/d) (Su et al. 2024); ``apply_rope_half`` is the same rotation in the
 "rotate-half" layout (pairs (x[i], x[i + d/2]), GPT-NeoX / LLaMA code), equal to ``apply_rope`` up
 to the fixed permutation ``rope_half_permutation``; ``alibi_bias`` is -slope_h * |i - j|
-(Press et al. 2022).
+(Press et al. 2022); ``relative_position_buckets`` and ``RelativePositionBias`` are T5's learned
+bias per head and bucketed relative distance (Raffel et al. 2020; Shaw et al. 2018 for the clipping).
 """
 from __future__ import annotations
 
@@ -147,3 +148,60 @@ def alibi_bias(n_heads: int, seq_len: int) -> torch.Tensor:
     pos = torch.arange(seq_len)
     dist = (pos[:, None] - pos[None, :]).abs().float()
     return -slopes[:, None, None] * dist
+
+
+def relative_position_buckets(n_queries: int, n_keys: int, num_buckets: int = 32, max_distance: int = 128,
+                              bidirectional: bool = False) -> torch.Tensor:
+    """(n_queries, n_keys) bucket index of each query-key offset, T5's scheme (Raffel et al. 2020).
+
+    The offset is key - query. Causal (``bidirectional=False``): distance = max(query - key, 0);
+    distances below ``num_buckets // 2`` get a bucket each (Shaw et al. 2018's clipped relative
+    positions, exact part); larger ones share log-spaced buckets up to ``max_distance``, and every
+    distance >= ``max_distance`` falls into the last bucket ``num_buckets - 1``. Bidirectional: half
+    of the buckets for keys after the query, half for keys before it. Computed in float64, so the
+    rounding at bucket boundaries does not depend on the device.
+    """
+    _check_int("n_queries", n_queries)
+    _check_int("n_keys", n_keys)
+    _check_int("num_buckets", num_buckets, 2)
+    if bidirectional and num_buckets < 4:
+        raise ValueError(f"bidirectional buckets need num_buckets >= 4 (two halves of >= 2), got {num_buckets}.")
+    offset = torch.arange(n_keys)[None, :] - torch.arange(n_queries)[:, None]   # key - query
+    buckets = torch.zeros_like(offset)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (offset > 0).long() * num_buckets
+        distance = offset.abs()
+    else:
+        distance = (-offset).clamp(min=0)
+    max_exact = num_buckets // 2
+    _check_int("max_distance", max_distance, max_exact + 1)
+    large = max_exact + (torch.log(distance.double().clamp(min=1) / max_exact)
+                         / math.log(max_distance / max_exact) * (num_buckets - max_exact)).long()
+    large = large.clamp(max=num_buckets - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(torch.nn.Module):
+    """Learned additive attention bias, one scalar per head and relative-distance bucket.
+
+    ``forward(n_queries, n_keys)`` returns the (n_heads, n_queries, n_keys) bias
+    ``table[bucket(i, j), h]`` with buckets from ``relative_position_buckets``; add it to the
+    attention scores (as T5 does; Shaw et al. learn a vector per clipped distance instead). The
+    table starts at zero, so an untrained model attends without position bias.
+    """
+
+    def __init__(self, n_heads: int, num_buckets: int = 32, max_distance: int = 128,
+                 bidirectional: bool = False):
+        super().__init__()
+        _check_int("n_heads", n_heads)
+        relative_position_buckets(1, 1, num_buckets, max_distance, bidirectional)   # validates
+        self.n_heads, self.num_buckets = n_heads, num_buckets
+        self.max_distance, self.bidirectional = max_distance, bidirectional
+        self.table = torch.nn.Parameter(torch.zeros(num_buckets, n_heads))
+
+    def forward(self, n_queries: int, n_keys: int | None = None) -> torch.Tensor:
+        n_keys = n_queries if n_keys is None else n_keys
+        buckets = relative_position_buckets(n_queries, n_keys, self.num_buckets, self.max_distance,
+                                            self.bidirectional).to(self.table.device)
+        return self.table[buckets].permute(2, 0, 1)                  # (n_heads, n_queries, n_keys)
