@@ -75,6 +75,21 @@ def test_captions_are_seeded_and_consistent():
         clip.digit_captions(torch.tensor([12]), torch.tensor([0]))
     with pytest.raises(ValueError, match="same shape"):
         clip.digit_captions(labels, styles[:2])
+    with pytest.raises(ValueError, match="non-empty"):
+        clip.digit_captions(labels, styles, templates=[])
+
+
+def test_held_out_templates_use_known_words_in_unseen_sentences():
+    labels = torch.arange(10).repeat(2)
+    styles = torch.tensor([0] * 10 + [1] * 10)
+    seen = {t.format(style=clip.STYLES[s], word=clip.NUMBER_WORDS[y], num=str(y))
+            for t in clip.TEMPLATES for y, s in zip(labels.tolist(), styles.tolist())}
+    held = clip.digit_captions(labels.repeat(20), styles.repeat(20), seed=0,
+                               templates=clip.HELD_OUT_TEMPLATES)
+    assert len(seen) == 100                       # 20 meanings x 5 wordings, all distinct
+    assert not set(held) & seen                   # no held-out caption is a training caption
+    assert {w for c in held for w in c.split()} <= {w for c in seen for w in c.split()}
+    assert len(set(held)) == 20 * len(clip.HELD_OUT_TEMPLATES)
 
 
 def test_stroke_style_splits_each_class_at_its_median():

@@ -117,3 +117,54 @@ def test_train_classifier_and_accuracy_errors():
         vision.train_classifier(m, x, y[:3], steps=1, batch_size=2)
     with pytest.raises(ValueError, match="same"):
         vision.accuracy(m, x, y[:2])
+
+
+def _reference_loop(model, x, y, steps, batch_size, lr, seed, replacement):
+    """The training loop written out by hand with torch.optim.AdamW (the pre-refactor code)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        if replacement:
+            idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
+        else:
+            idx = torch.randperm(x.shape[0], generator=gen)[:batch_size]
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_minibatch_train_matches_a_hand_written_adamw_loop(replacement):
+    x = torch.randn(40, 1, 8, 8)
+    y = torch.randint(0, 10, (40,))
+    torch.manual_seed(0)
+    a = vision.TinyViT(d_model=16, n_heads=2, n_layers=1)
+    b = vision.TinyViT(d_model=16, n_heads=2, n_layers=1)
+    b.load_state_dict(a.state_dict())
+    got = vision.minibatch_train(a, lambda idx: torch.nn.functional.cross_entropy(a(x[idx]), y[idx]),
+                                 40, steps=5, batch_size=8, lr=1e-2, seed=3, replacement=replacement)
+    want = _reference_loop(b, x, y, steps=5, batch_size=8, lr=1e-2, seed=3, replacement=replacement)
+    assert got == want
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    if replacement:   # train_classifier is this loop, with replacement and cross-entropy
+        c = vision.TinyViT(d_model=16, n_heads=2, n_layers=1)
+        c.load_state_dict(b.state_dict())
+        d = vision.TinyViT(d_model=16, n_heads=2, n_layers=1)
+        d.load_state_dict(b.state_dict())
+        assert (vision.train_classifier(c, x, y, steps=3, batch_size=8, lr=1e-2, seed=4)
+                == _reference_loop(d, x, y, steps=3, batch_size=8, lr=1e-2, seed=4, replacement=True))
+
+
+def test_minibatch_train_errors():
+    m = vision.TinyViT(d_model=16, n_heads=2, n_layers=1)
+    with pytest.raises(ValueError, match="n_examples"):
+        vision.minibatch_train(m, lambda idx: idx.sum(), 0, steps=1, batch_size=1)
+    with pytest.raises(ValueError, match="lr"):
+        vision.minibatch_train(m, lambda idx: idx.sum(), 4, steps=1, batch_size=1, lr=-1.0)
+    with pytest.raises(ValueError, match="batch_loss"):
+        vision.minibatch_train(m, None, 4, steps=1, batch_size=1)

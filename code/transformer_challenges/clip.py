@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .model import Block, check_heads
-from .vision import TinyViT
+from .vision import TinyViT, minibatch_train
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STYLES = ("thin", "bold")
@@ -30,6 +30,14 @@ TEMPLATES = (
     "a handwritten {word} in {style} strokes",
     "{num} written {style}",
     "a {word} drawn with {style} lines",
+)
+# Held-out wordings: every word occurs in TEMPLATES, no caption written with them does (a caption
+# of TEMPLATES never equals one of these), so they test the text encoder on sentences it never saw.
+HELD_OUT_TEMPLATES = (
+    "a {style} {num}",
+    "the {style} digit {word}",
+    "{word} , {style} strokes",
+    "a {word} in {style} lines",
 )
 
 
@@ -52,17 +60,24 @@ def stroke_style(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return style
 
 
-def digit_captions(labels: torch.Tensor, styles: torch.Tensor, seed: int = 0) -> list[str]:
-    """One caption per image, e.g. "a bold seven" or "the digit 7 , thin strokes" (seeded template)."""
+def digit_captions(labels: torch.Tensor, styles: torch.Tensor, seed: int = 0,
+                   templates: Sequence[str] = TEMPLATES) -> list[str]:
+    """One caption per image, e.g. "a bold seven" or "the digit 7 , thin strokes" (seeded template).
+
+    ``templates`` are format strings with the fields ``{style}``, ``{word}`` and/or ``{num}``; the
+    default is ``TEMPLATES`` (the training wordings), ``HELD_OUT_TEMPLATES`` gives unseen ones.
+    """
     if labels.shape != styles.shape or labels.dim() != 1:
         raise ValueError(f"labels and styles must be 1-d and the same shape, got {tuple(labels.shape)} "
                          f"and {tuple(styles.shape)}.")
     if labels.numel() and (labels.min() < 0 or labels.max() > 9):
         raise ValueError("labels must be digits 0..9.")
+    if isinstance(templates, str) or len(templates) == 0:
+        raise ValueError("templates must be a non-empty list of format strings; wrap a single one in a list.")
     rng = random.Random(seed)
     out = []
     for y, s in zip(labels.tolist(), styles.tolist()):
-        template = rng.choice(TEMPLATES)
+        template = rng.choice(templates)
         out.append(template.format(style=STYLES[s], word=NUMBER_WORDS[y], num=str(y)))
     return out
 
@@ -195,19 +210,14 @@ def train_clip(model: CLIPModel, images: torch.Tensor, ids: torch.Tensor, steps:
     if images.shape[0] != ids.shape[0] or images.shape[0] < 2:
         raise ValueError(f"need the same number (at least 2) of images and texts, got {images.shape[0]} "
                          f"and {ids.shape[0]}.")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    model.train()
-    losses = []
-    n = images.shape[0]
-    for _ in range(steps):
-        idx = torch.randperm(n, generator=gen)[:min(batch_size, n)]
-        loss = model(images[idx], ids[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return model(images[idx], ids[idx])
+
+    # the shared loop of vision.minibatch_train; batches drawn without replacement (a repeated
+    # pair in a batch would be its own false negative)
+    return minibatch_train(model, batch_loss, images.shape[0], steps, batch_size, lr=lr, seed=seed,
+                           weight_decay=0.0, replacement=False)
 
 
 @torch.no_grad()

@@ -6,9 +6,12 @@ ships (no download). ``PatchEmbedding`` cuts an image into non-overlapping patch
 each to ``d_model`` (a strided convolution, as in Dosovitskiy et al. 2021). ``TinyViT`` prepends
 a learnable [CLS] token, adds position information (``"learned"``, ``"sinusoidal2d"`` or
 ``"none"``), runs non-causal ``model.Block`` layers and classifies from the [CLS] output.
-``train_classifier`` and ``accuracy`` are the matching small training loop and metric.
+``train_classifier`` and ``accuracy`` are the matching small training loop and metric;
+``minibatch_train`` is the loop itself, shared with ``clip.train_clip``.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -119,6 +122,39 @@ class TinyViT(nn.Module):
         return self.head(self.ln_f(x[:, 0]))
 
 
+def minibatch_train(model: nn.Module, batch_loss: Callable[[torch.Tensor], torch.Tensor], n_examples: int,
+                    steps: int, batch_size: int, lr: float = 3e-3, seed: int = 0,
+                    weight_decay: float = 0.0, replacement: bool = True) -> list[float]:
+    """The one small training loop of this package: AdamW on seeded random mini-batches.
+
+    Each step draws ``min(batch_size, n_examples)`` example indices from a generator seeded with
+    ``seed`` (with replacement, ``torch.randint``, or without, the head of a ``torch.randperm``),
+    calls ``batch_loss(indices)`` for a scalar loss and takes one AdamW step. Returns the per-step
+    losses. ``train_classifier`` and ``clip.train_clip`` are this loop with their own losses.
+    """
+    _check_positive_int(steps=steps, batch_size=batch_size, n_examples=n_examples)
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}; try 3e-3.")
+    if not callable(batch_loss):
+        raise ValueError("batch_loss must be a function of a 1-d index tensor that returns a scalar loss.")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    losses = []
+    b = min(batch_size, n_examples)
+    for _ in range(steps):
+        if replacement:
+            idx = torch.randint(0, n_examples, (b,), generator=gen)
+        else:
+            idx = torch.randperm(n_examples, generator=gen)[:b]
+        loss = batch_loss(idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
                      batch_size: int, lr: float = 3e-3, seed: int = 0,
                      weight_decay: float = 0.0) -> list[float]:
@@ -130,18 +166,12 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
         raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} "
                          f"and {y.shape[0]}.")
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=gen)
-        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+
+    return minibatch_train(model, batch_loss, x.shape[0], steps, batch_size, lr=lr, seed=seed,
+                           weight_decay=weight_decay, replacement=True)
 
 
 @torch.no_grad()
