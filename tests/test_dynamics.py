@@ -168,3 +168,25 @@ def test_block_wiring_matches_formula():
         h = h + b.ffn(b.ln2(h)) if norm == "pre" else b.ln2(h + b.ffn(h))
         assert torch.allclose(b(x), h, atol=1e-6)
     assert math.isfinite(dy.power_law_exponent([1, 2], [1, 2]))
+
+
+def test_block_residual_scale_matches_docstring():
+    # model.Block's docstring: residual_scale (alpha) multiplies the skip path in BOTH wirings,
+    # before each of the two additions: pre  x <- a x + F(LN(x)),  post  x <- LN(a x + F(x))
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    a = 1.7
+    for norm in ("pre", "post"):
+        b = Block(16, 2, norm=norm, residual_scale=a)
+        if norm == "pre":
+            h = a * x + b.attn(b.ln1(x))
+            h = a * h + b.ffn(b.ln2(h))
+        else:
+            h = b.ln1(a * x + b.attn(x))
+            h = b.ln2(a * h + b.ffn(h))
+        assert torch.allclose(b(x), h, atol=1e-6)
+        plain = Block(16, 2, norm=norm)
+        plain.load_state_dict(b.state_dict())
+        assert not torch.allclose(plain(x), b(x), atol=1e-3)   # alpha really acts in this wiring
+    with pytest.raises(ValueError, match="residual_scale"):
+        Block(16, 2, residual_scale=0.0)

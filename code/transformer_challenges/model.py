@@ -154,9 +154,13 @@ class MoEFeedForward(nn.Module):
 class Block(nn.Module):
     """One Transformer layer: attention and FFN sub-layers with residual connections.
 
-    ``norm="pre"``:  x <- x + F(LN(x))        (GPT-2/3, LLaMA; the default)
-    ``norm="post"``: x <- LN(alpha * x + F(x)) (the original Transformer; alpha = residual_scale,
-    DeepNorm's up-weighting of the skip path when alpha > 1).
+    ``norm="pre"``:  x <- alpha * x + F(LN(x))   (GPT-2/3, LLaMA; the default)
+    ``norm="post"``: x <- LN(alpha * x + F(x))   (the original Transformer)
+
+    F is the attention sub-layer, then the FFN sub-layer (two updates per block). In both wirings
+    alpha = ``residual_scale`` multiplies the skip path before each addition; the default 1.0 is the
+    plain residual. DeepNorm uses alpha > 1 with Post-LN to up-weight the skip path; with Pre-LN an
+    alpha != 1 scales the un-normalised stream by alpha at every addition (alpha**(2L) over L blocks).
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, norm: str = "pre",
