@@ -40,7 +40,7 @@ def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
                             resources={"metadata": {"path": str(md_path.parent)}})
     cpu = {}
 
-    def kernel_cpu_time(**_):  # called after the last cell, while the kernel still runs
+    def kernel_cpu_time(**_):  # called after every cell, while the kernel runs; the last call counts
         try:
             proc = psutil.Process(client.km.provisioner.process.pid)
             t = proc.cpu_times()
@@ -48,7 +48,7 @@ def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
         except (AttributeError, psutil.Error):  # not a local kernel: report wall time only
             pass
 
-    client.on_notebook_complete = kernel_cpu_time
+    client.on_cell_executed = kernel_cpu_time
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start
