@@ -47,6 +47,23 @@ def test_kv_bytes_symbolic_and_errors():
         kc.model_config("GPT-5")
 
 
+def test_sliding_window_caps_the_cache_of_one_request():
+    # Mistral 7B (Jiang et al. 2023): window W = 4096, so its rolling buffer keeps 4,096 positions;
+    # "on a sequence length of 32k tokens, this reduces the cache memory usage by 8x".
+    assert kc.config_cached_tokens("Mistral 7B") == 4096                 # trained context 8,192
+    assert kc.config_cached_tokens("Mistral 7B", 1000) == 1000
+    full = 32768 * kc.config_kv_bytes_per_token("Mistral 7B")
+    assert full / kc.config_kv_bytes_per_request("Mistral 7B", 32768) == 8
+    # models without a window keep every position
+    assert kc.config_cached_tokens("Llama 3 8B") == 131072
+    assert kc.config_kv_bytes_per_request("LLaMA-2 7B") == 4096 * 524288
+    assert kc.config_kv_bytes_per_request("LLaMA-2 70B", 100, n_kv_heads=64) == 100 * 2 * 80 * 64 * 128 * 2
+    with pytest.raises(ValueError, match="seq_len"):
+        kc.config_cached_tokens("Mistral 7B", 0)
+    with pytest.raises(ValueError, match="unknown configuration"):
+        kc.config_kv_bytes_per_request("GPT-5")
+
+
 # ------------------------------------------------------------------------------ attention
 def test_gqa_equals_mha_when_groups_equal_heads():
     torch.manual_seed(0)

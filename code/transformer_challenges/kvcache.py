@@ -2,7 +2,8 @@
 
 Used by the chapter "Serving long contexts" (``chapters/08-serving``, label ``ch-serving``):
 
-* sizes: ``kv_bytes_per_token`` and ``REAL_CONFIGS`` (published model shapes, with citation keys);
+* sizes: ``kv_bytes_per_token``, ``config_kv_bytes_per_request`` (capped at a sliding window)
+  and ``REAL_CONFIGS`` (published model shapes, with citation keys);
 * grouped-query attention (``GQAttention``; ``n_kv_heads == n_heads`` is MHA, ``1`` is MQA) and a
   small RoPE decoder built on it (``GQADecoder``) that decodes incrementally with a ``KVCache``;
 * paged KV memory: a block-table allocator (``BlockAllocator``, the PagedAttention idea of
@@ -88,6 +89,27 @@ def config_kv_bytes_per_token(name: str, bytes_per_value: float = 2, n_kv_heads:
     if c["n_heads"] % kv:
         raise ValueError(f"n_kv_heads={kv} must divide n_heads={c['n_heads']} of {name}.")
     return kv_bytes_per_token(c["n_layers"], kv, head_dim_of(name), bytes_per_value)
+
+
+def config_cached_tokens(name: str, seq_len: int | None = None) -> int:
+    """Positions one request of ``seq_len`` tokens (default: the trained context) keeps in the cache.
+
+    A model trained with a sliding window (``window`` in ``REAL_CONFIGS``, Mistral 7B's 4,096)
+    keeps only the last ``window`` positions, so its cache stops growing there; any other model
+    keeps all ``seq_len``.
+    """
+    if name not in REAL_CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; use one of {list(REAL_CONFIGS)}.")
+    c = REAL_CONFIGS[name]
+    n = c["context"] if seq_len is None else seq_len
+    _check_pos_int(seq_len=n)
+    return min(n, c["window"]) if c.get("window") else n
+
+
+def config_kv_bytes_per_request(name: str, seq_len: int | None = None, bytes_per_value: float = 2,
+                                n_kv_heads: int | None = None) -> float:
+    """KV-cache bytes of one request of ``seq_len`` tokens (default: the trained context), window-capped."""
+    return config_cached_tokens(name, seq_len) * config_kv_bytes_per_token(name, bytes_per_value, n_kv_heads)
 
 
 def head_dim_of(name: str) -> int:
