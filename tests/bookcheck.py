@@ -93,3 +93,67 @@ BOOTSTRAP = re.compile(r'%pip install -q "transformer-challenges @ git\+(?P<url>
 
 def read(path: Path):
     return nbformat.read(path, as_version=4)
+
+
+# --- Numbers in prose that a cell prints must be glued (issue #14) -------------------------------
+# A heuristic, as the issue allows: a number written in the prose of a page with at least three
+# significant digits after a decimal point or in a long integer (0.611, 10.3, 2.25, 164,282,499,072)
+# that also appears, written the same way, in that page's stored outputs was almost certainly copied
+# from the cell. Glued numbers ({glue:text}, {glue}) are not in the prose source, so they never match.
+# Exempt: code, math ($...$, $$...$$, {math}), inline code, and paragraphs that cite a paper ({cite}),
+# where a number quoted from the paper may coincide with the page's own result (a table row counts
+# as a paragraph of its own).
+PROSE_NUMBER = re.compile(r"(?<![\w.,])(?:\d{1,3}(?:,\d{3}){2,}|\d{6,}|\d+\.\d+)(?!\d|\.\d|,\d{3})")
+_MATH_OR_CODE = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$|`[^`\n]*`|\{[a-z:-]+\}`[^`]*`", re.S)
+
+
+def _significant_digits(number: str) -> int:
+    return len(number.replace(",", "").replace(".", "").lstrip("0"))
+
+
+def prose_numbers(markdown: str) -> set[str]:
+    """Numbers with >= 3 significant digits (decimals) or >= 6 digits (integers) in prose paragraphs."""
+    found = set()
+    units = []
+    for paragraph in re.split(r"\n\s*\n", markdown):
+        rows = [line for line in paragraph.splitlines() if line.lstrip().startswith("|")]
+        units += rows + ["\n".join(line for line in paragraph.splitlines() if line not in rows)]
+    for paragraph in units:  # a paragraph, or one row of a table
+        if "{cite" in paragraph:
+            continue
+        text = _MATH_OR_CODE.sub(" ", paragraph)
+        for m in PROSE_NUMBER.finditer(text):
+            if _significant_digits(m.group()) >= 3:
+                found.add(m.group())
+    return found
+
+
+def output_text(nb) -> str:
+    """All text a notebook's code cells show: streams and text/plain / text/markdown results."""
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out.get("text", ""))
+            for key in ("text/plain", "text/markdown", "text/html"):
+                value = out.get("data", {}).get(key)
+                if value:
+                    parts.append(value if isinstance(value, str) else "".join(value))
+    return "\n".join(parts)
+
+
+def unglued_numbers(nb) -> list[str]:
+    """Numbers in a notebook's prose (markdown cells) that its outputs also print: paste them with glue."""
+    prose = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    shown = output_text(nb)
+    return sorted(n for n in prose_numbers(prose)
+                  if re.search(r"(?<![\d.,])" + re.escape(n) + r"(?!\d|\.\d|,\d{3})", shown))
+
+
+if __name__ == "__main__":  # python tests/bookcheck.py chapters/x/page.ipynb ...: list unglued numbers
+    import sys
+    for arg in sys.argv[1:] or map(str, chapter_notebooks()):
+        hits = unglued_numbers(nbformat.read(Path(arg).with_suffix(".ipynb"), as_version=4))
+        print(f"{arg}: {', '.join(hits) if hits else 'ok'}")

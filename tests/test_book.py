@@ -12,7 +12,7 @@ import yaml
 
 import transformer_challenges as tc
 from bookcheck import (BOOTSTRAP, ROOT, cell_should_have_output, cells_signature, chapter_notebooks,
-                       missing_outputs, read, toc_files)
+                       missing_outputs, prose_numbers, read, toc_files, unglued_numbers)
 from nbval_tolerance import TAG as TOLERANCE_TAG
 from nbval_tolerance import Tolerance
 
@@ -149,3 +149,46 @@ def test_residue_pattern():
     assert RESIDUE.findall("max |a - b| = 4.4e-16, rel 1.4e-17") == ["4.4e-16", "1.4e-17"]
     assert not RESIDUE.findall("max |a - b| < 1e-12 and lr=3e-4, eps ≤ 1e-10, 1.2e-3, <1e-15, "
                                "below 1e-12, (atol 1e-10), rtol=1e-12")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_numbers_a_cell_prints_are_glued_into_the_prose(nb_path: Path):
+    hits = unglued_numbers(read(nb_path))
+    assert not hits, (f"typed in the prose but printed by a cell of this page: {hits}; paste them with "
+                      "glue('name', value, display=False) and {glue:text}`name:.3f`")
+
+
+def test_the_glue_heuristic_finds_typed_numbers_and_spares_glued_cited_and_math_ones():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("Loss falls to 0.611 after 400 steps; the cache holds 164,282,499,072 B.\n\n"
+                                      "Glued: {glue:text}`loss:.3f`. Math: $0.611$. Code: `0.611`.\n\n"
+                                      "The paper reports 0.611 too {cite}`kaplan2020scaling`.\n\n"
+                                      "| row | 0.611 |\n| cited | 0.611 {cite}`x` |\n\n"
+                                      "Small numbers stay: 400, 2.5, 0.61, 12.5%."),
+        nbformat.v4.new_code_cell("print(...)", outputs=[nbformat.v4.new_output(
+            "stream", name="stdout", text="val loss 0.611 at step 400; KV 164282499072 B, 164,282,499,072 B, 0.6110\n")]),
+    ])
+    assert unglued_numbers(nb) == ["0.611", "164,282,499,072"]
+    assert prose_numbers("at 1.02x the FLOPs, 10.3 GB") == {"1.02", "10.3"}
+    assert prose_numbers("ratios 0.02 and 2.5 and 2048") == set()
+
+
+AUDIT_STATUSES = ("reproduced", "corrected", "contested", "cited", "not testable here", "structural")
+
+
+def audit_rows() -> list[list[str]]:
+    """The rows of the audit appendix's table, as lists of cells."""
+    text = (ROOT / "chapters" / "11-appendix" / "audit.md").read_text()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if re.match(r"\|\s*\d+\s*\|", line)]
+    return rows
+
+
+def test_audit_rows_are_numbered_in_order_and_use_only_the_declared_statuses():
+    text = (ROOT / "chapters" / "11-appendix" / "audit.md").read_text()
+    for status in AUDIT_STATUSES:  # the page declares each status it uses
+        assert f"**{status}**" in text, f"audit.md does not declare the status {status!r}"
+    rows = audit_rows()
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
+    bad = [r[0] for r in rows if not r[3].startswith(AUDIT_STATUSES)]
+    assert not bad, f"audit rows whose status is not one of {AUDIT_STATUSES}: {bad}"
