@@ -192,3 +192,16 @@ def test_audit_rows_are_numbered_in_order_and_use_only_the_declared_statuses():
     assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1))
     bad = [r[0] for r in rows if not r[3].startswith(AUDIT_STATUSES)]
     assert not bad, f"audit rows whose status is not one of {AUDIT_STATUSES}: {bad}"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
+def test_glued_numbers_are_plain_python_numbers(nb_path: Path):
+    """glue() of a numpy scalar stores 'np.float64(0.97)', which {glue:text}`x:.2f` cannot format."""
+    bad = []
+    for cell in read(nb_path).cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = out.get("data", {}).get("text/plain", "")
+            if name and re.match(r"np\.\w+\(", text if isinstance(text, str) else "".join(text)):
+                bad.append(name)
+    assert not bad, f"glued as numpy scalars (wrap the value in float() or int()): {bad}"
