@@ -52,6 +52,31 @@ def test_induction_scores_of_a_perfect_head():
     assert ind.induction_scores(attn, periods).item() == pytest.approx(1.0)
 
 
+def test_first_occurrence_bets_by_hand():
+    # one sequence of period 4: BOS 3 1 0 2 3 1 0 2 3; first occurrences follow inputs 1, 2, 3
+    cfg = ind.InductionConfig(n_symbols=4, min_period=2, max_period=4)
+    tokens = torch.tensor([[cfg.bos, 3, 1, 0, 2, 3, 1, 0, 2]])
+    periods = torch.tensor([4])
+    vocab = cfg.n_symbols + 1
+    # uniform logits: at input t the t symbols seen so far get t / vocab of the probability
+    uniform = ind.first_occurrence_bets(torch.zeros(1, 8, vocab), tokens, periods)
+    assert uniform["seen"] == pytest.approx((1 + 2 + 3) / 3 / vocab)
+    assert uniform["first_symbol"] == pytest.approx(1 / vocab)
+    # a model that always bets on the first symbol (3): all of it on a seen symbol
+    bet = torch.full((1, 8, vocab), -1e4)
+    bet[..., 3] = 0.0
+    out = ind.first_occurrence_bets(bet, tokens, periods)
+    assert out["seen"] == pytest.approx(1.0) and out["first_symbol"] == pytest.approx(1.0)
+    # a model that always predicts the true next token: nothing on seen symbols
+    right = torch.nn.functional.one_hot(tokens[:, 1:], vocab).float() * 1e4
+    out = ind.first_occurrence_bets(right, tokens, periods)
+    assert out["seen"] == pytest.approx(0.0, abs=1e-6) and out["first_symbol"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="logits"):
+        ind.first_occurrence_bets(torch.zeros(1, 9, vocab), tokens, periods)
+    with pytest.raises(ValueError, match="one period per row"):
+        ind.first_occurrence_bets(torch.zeros(1, 8, vocab), tokens, torch.tensor([4, 4]))
+
+
 def test_errors():
     with pytest.raises(ValueError, match="min_period"):
         ind.InductionConfig(min_period=10, max_period=4)

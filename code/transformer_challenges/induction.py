@@ -4,7 +4,8 @@ Used by the interpretability chapter (``ch-interpretability``). A sequence is a 
 followed by a random permutation prefix of ``period`` distinct symbols, repeated cyclically; the
 period varies from sequence to sequence, so absolute positions cannot solve the task and the
 model must *look up* where the current token appeared before and copy its successor: the
-induction mechanism (a previous-token head in layer 0, an induction head in layer 1).
+induction mechanism (in the textbook form a previous-token head in layer 0 and an induction
+head in layer 1; the chapter's models use layer-0 heads that look two and three positions back).
 
 Command line (reproduces the chapter's main result over several training seeds and prints it)::
 
@@ -155,6 +156,32 @@ def accuracy_by_part(model: TinyGPT, tokens: torch.Tensor, periods: torch.Tensor
     correct = (logits.argmax(-1) == tokens[:, 1:]).float()
     rep = repeat_mask(periods, tokens.shape[1] - 1).to(correct.device)
     return {"first": correct[~rep].mean().item(), "repeat": correct[rep].mean().item()}
+
+
+@torch.no_grad()
+def first_occurrence_bets(logits: torch.Tensor, tokens: torch.Tensor,
+                          periods: torch.Tensor) -> dict[str, float]:
+    """Where the probability goes when the next token is a first occurrence (input positions
+    ``1 <= t < period``, where the answer is a symbol not seen yet): the mean probability on the
+    symbols already seen in the sequence (``"seen"``) and on the first symbol after BOS
+    (``"first_symbol"``, the bet that the period ends here). ``logits`` is (B, n, V) for the
+    inputs ``tokens[:, :-1]``."""
+    if tokens.dim() != 2 or logits.dim() != 3 or logits.shape[:2] != (tokens.shape[0], tokens.shape[1] - 1):
+        raise ValueError(f"need tokens (B, n + 1) and logits (B, n, V) for tokens[:, :-1], got "
+                         f"{tuple(tokens.shape)} and {tuple(logits.shape)}.")
+    if periods.shape != (tokens.shape[0],):
+        raise ValueError(f"need one period per row, got periods of shape {tuple(periods.shape)}.")
+    x = tokens[:, :-1].to(logits.device)
+    n, vocab = x.shape[1], logits.shape[-1]
+    probs = logits.float().softmax(-1)
+    seen = F.one_hot(x, vocab)
+    seen[:, 0] = 0                                           # position 0 holds BOS, not a symbol
+    seen = seen.cumsum(1) > 0                                # symbols at input positions <= t
+    t = torch.arange(n, device=logits.device)
+    first = (t[None] >= 1) & (t[None] < periods.to(logits.device)[:, None])
+    p_seen = (probs * seen).sum(-1)[first].mean()
+    p_first = probs.gather(-1, x[:, 1:2].expand(-1, n)[..., None])[..., 0][first].mean()
+    return {"seen": p_seen.item(), "first_symbol": p_first.item()}
 
 
 def induction_scores(attn: torch.Tensor, periods: torch.Tensor) -> torch.Tensor:
