@@ -21,15 +21,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .attention import check_qkv
+from .attention import _check_positive_int, check_qkv
 
 SELF_SCORE = -1e5
 """Score given to a token's own key under shared QK: it attends to itself only without other targets."""
-
-
-def _pos_int(name: str, value, hint: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}; {hint}")
 
 
 def _grid(n: int, device=None):
@@ -44,8 +39,8 @@ def strided_mask(n: int, stride: int, causal: bool = True, device=None) -> torch
     Child et al. 2019: A1(i) = {j : i - stride < j <= i}, A2(i) = {j : (i - j) mod stride = 0};
     the mask is their union (the "merged head"). Without ``causal`` both halves are symmetric.
     """
-    _pos_int("n", n, "pass the sequence length.")
-    _pos_int("stride", stride, "Child et al. choose it close to sqrt(n).")
+    _check_positive_int("n", n, "pass the sequence length.")
+    _check_positive_int("stride", stride, "Child et al. choose it close to sqrt(n).")
     i, j = _grid(n, device)
     mask = ((i - j).abs() < stride) | ((i - j) % stride == 0)
     return mask & (j <= i) if causal else mask
@@ -57,9 +52,9 @@ def fixed_mask(n: int, stride: int, summary: int = 1, causal: bool = True, devic
     Child et al. 2019: A1(i) = {j : floor(j / l) = floor(i / l)}, A2(i) = {j : j mod l >= l - c},
     with l = ``stride`` and c = ``summary`` (the last c positions of every block are read by all).
     """
-    _pos_int("n", n, "pass the sequence length.")
-    _pos_int("stride", stride, "the block length l, e.g. 16 or 128.")
-    _pos_int("summary", summary, "c summary positions per block, between 1 and stride.")
+    _check_positive_int("n", n, "pass the sequence length.")
+    _check_positive_int("stride", stride, "the block length l, e.g. 16 or 128.")
+    _check_positive_int("summary", summary, "c summary positions per block, between 1 and stride.")
     if summary > stride:
         raise ValueError(f"summary={summary} exceeds stride={stride}; use at most {stride}.")
     i, j = _grid(n, device)
@@ -85,8 +80,8 @@ def lsh_buckets(x: torch.Tensor, n_buckets: int, n_rounds: int = 1, seed: int = 
     R is ``(d, n_buckets / 2)`` Gaussian (Kitaev et al. 2020, Sec. 3, after Andoni et al. 2015):
     vectors at a small angle land in the same bucket with high probability.
     """
-    _pos_int("n_buckets", n_buckets, "an even number such as n / chunk_size.")
-    _pos_int("n_rounds", n_rounds, "the number of hash rounds, e.g. 1, 2 or 4.")
+    _check_positive_int("n_buckets", n_buckets, "an even number such as n / chunk_size.")
+    _check_positive_int("n_rounds", n_rounds, "the number of hash rounds, e.g. 1, 2 or 4.")
     if n_buckets % 2:
         raise ValueError(f"n_buckets={n_buckets} must be even (the hash is argmax over [xR; -xR]).")
     gen = torch.Generator().manual_seed(seed)
@@ -101,13 +96,13 @@ def _shared_keys(q: torch.Tensor) -> torch.Tensor:
 
 def _check_lsh(q, v, n_buckets, chunk_size, n_rounds):
     check_qkv(q, q, v)
-    _pos_int("chunk_size", chunk_size, "e.g. 32; the sequence length must be a multiple of it.")
+    _check_positive_int("chunk_size", chunk_size, "e.g. 32; the sequence length must be a multiple of it.")
     n = q.shape[-2]
     if n % chunk_size:
         raise ValueError(f"sequence length {n} is not a multiple of chunk_size={chunk_size}; "
                          "pad the sequence or pick a divisor of it.")
-    _pos_int("n_rounds", n_rounds, "the number of hash rounds, e.g. 1, 2 or 4.")
-    _pos_int("n_buckets", n_buckets, "an even number such as n / chunk_size.")
+    _check_positive_int("n_rounds", n_rounds, "the number of hash rounds, e.g. 1, 2 or 4.")
+    _check_positive_int("n_buckets", n_buckets, "an even number such as n / chunk_size.")
 
 
 def _sorted_chunks(q, n_buckets, chunk_size, n_rounds, seed):
@@ -206,7 +201,7 @@ def topk_recall(scores: torch.Tensor, mask: torch.Tensor, k: int, candidates: to
     ``candidates`` (boolean, broadcast to ``scores``) restricts which keys compete (e.g. causal
     and not the query itself); queries with fewer than ``k`` candidates are skipped.
     """
-    _pos_int("k", k, "e.g. 8.")
+    _check_positive_int("k", k, "e.g. 8.")
     if mask.shape[-2:] != scores.shape[-2:]:
         raise ValueError(f"mask {tuple(mask.shape)} and scores {tuple(scores.shape)} must end in the same (n_q, n_k).")
     cand = torch.ones_like(scores, dtype=torch.bool) if candidates is None else candidates.expand(scores.shape)
