@@ -68,7 +68,7 @@ def flash_block_sizes(sram: int, d: int) -> tuple[int, int]:
     if not isinstance(d, int) or isinstance(d, bool) or d <= 0:
         raise ValueError(f"d={d!r} must be a positive integer (the head dimension).")
     _check_sram(sram, d)
-    b_c = -(-sram // (4 * d))
+    b_c = _ceil_div(sram, 4 * d)
     return min(b_c, d), b_c
 
 
@@ -107,8 +107,10 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c
             qi, oi = hbm.read("Q", q, rows), hbm.read("O", O, rows)            # line 8
             li, mi = hbm.read("l", l_vec, rows), hbm.read("m", m_vec, rows)
             s = qi @ kj.transpose(-2, -1) * scale                              # line 9
-            if causal:
-                s = s.masked_fill(~causal_mask(n, n, q.device)[rows, cols], float("-inf"))
+            if causal:  # the tile's part of the causal mask, built from its index ranges
+                keep = (torch.arange(rows.start, rows.stop, device=q.device)[:, None]
+                        >= torch.arange(cols.start, cols.stop, device=q.device)[None, :])
+                s = s.masked_fill(~keep, float("-inf"))
             m_tile = s.amax(dim=-1)                                            # line 10
             m_new = torch.maximum(mi, m_tile)                                  # line 11
             safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # all masked so far
