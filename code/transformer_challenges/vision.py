@@ -158,10 +158,9 @@ def minibatch_train(model: nn.Module, batch_loss: Callable[[torch.Tensor], torch
 def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
                      batch_size: int, lr: float = 3e-3, seed: int = 0,
                      weight_decay: float = 0.0) -> list[float]:
-    """Train with AdamW on seeded random mini-batches; return the per-step cross-entropy losses."""
-    _check_positive_int(steps=steps, batch_size=batch_size)
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}; try 3e-3.")
+    """Train with AdamW on seeded random mini-batches; return the per-step cross-entropy losses.
+
+    ``minibatch_train`` checks ``steps``, ``batch_size`` and ``lr``; the data are checked here."""
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} "
                          f"and {y.shape[0]}.")
