@@ -27,12 +27,14 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from nbenv import CANONICAL_ENV  # noqa: E402  (the environment the tests run notebooks in)
+from sync_bootstrap import apply as apply_bootstrap  # noqa: E402  (the generated first cell)
 
 FORMATS = "ipynb,md:myst"
 
 
 def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
     nb = jupytext.read(md_path)
+    apply_bootstrap(nb)
     nb.metadata.setdefault("jupytext", {})["formats"] = FORMATS
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}

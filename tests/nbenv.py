@@ -23,6 +23,7 @@ def nb_env(threads: str | None = None) -> dict[str, str]:
         raise ValueError(f"TC_THREADS={threads!r} must be a positive integer, e.g. TC_THREADS=2")
     return {
         "TC_SCALE": "fast",
+        "TC_SMOKE": "0",  # the capped full-mode run is tests/test_smoke.py's, never nbval's
         "TC_PROGRESS": "0",
         "CUDA_VISIBLE_DEVICES": "",
         "PYTHONHASHSEED": "0",

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import transformer_challenges as tc
-from bookcheck import (BOOTSTRAP, ROOT, cell_should_have_output, cells_signature, chapter_notebooks,
+from bookcheck import (BOOTSTRAP, ROOT, bootstrap_source, cell_should_have_output, cells_signature, chapter_notebooks,
                        missing_outputs, prose_numbers, read, toc_files, unglued_numbers)
 from nbval_tolerance import TAG as TOLERANCE_TAG
 from nbval_tolerance import Tolerance
@@ -43,13 +43,38 @@ def test_every_output_producing_cell_has_a_stored_output(nb_path: Path):
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)
-def test_first_code_cell_bootstraps_the_pinned_package(nb_path: Path):
-    first = next(c for c in read(nb_path).cells if c.cell_type == "code")
-    match = BOOTSTRAP.search(first.source)
-    assert match, "the first code cell must be the Colab bootstrap (see Chapter 1)"
-    assert match["url"] == CONFIG["repository"]["url"], "bootstrap installs from another repository"
-    assert match["version"] == tc.__version__, "bootstrap is not pinned to the book's version"
-    assert "import transformer_challenges as tc" in first.source and "print" not in first.source
+def test_first_code_cell_is_the_generated_bootstrap(nb_path: Path):
+    """Every chapter (.ipynb and .md) starts with the cell generated from _config.yml and the
+    package version; TC_INSTALL_SPEC overrides its requirement (tests/test_launch.py runs it)."""
+    for path in (nb_path, nb_path.with_suffix(".md")):
+        first = next(c for c in jupytext.read(path).cells if c.cell_type == "code")
+        assert first.source == bootstrap_source(), (
+            f"{path.name}: the bootstrap cell differs from the generated one; "
+            "run `python scripts/sync_bootstrap.py`")
+
+
+def test_bootstrap_installs_the_configured_repository_at_the_package_version():
+    match = BOOTSTRAP.search(bootstrap_source())
+    assert match["url"] == CONFIG["repository"]["url"]
+    assert match["version"] == tc.__version__
+    assert "TC_INSTALL_SPEC" in bootstrap_source() and "print" not in bootstrap_source()
+
+
+def test_the_repository_url_is_written_in_one_place():
+    """Any other spelling of the repository's address (README, prose, config) is the config's."""
+    url = CONFIG["repository"]["url"]
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    pattern = re.compile(r"https?://github\.com/[\w.-]+/" + re.escape(name) + r"\b")
+    tracked = [ROOT / "README.md", ROOT / "intro.md", ROOT / "pyproject.toml", ROOT / "binder/requirements.txt",
+               *ROOT.glob("chapters/**/*.md")]
+    wrong = {f"{p.relative_to(ROOT)}: {m[0]}" for p in tracked if p.exists()
+             for m in pattern.finditer(p.read_text()) if m[0] != url}
+    assert not wrong, f"repository address differs from _config.yml's {url}: {sorted(wrong)}"
+
+
+def test_version_has_one_source():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and "transformer_challenges.__version__" in pyproject
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=IDS)

@@ -227,3 +227,29 @@ def test_time_is_float_and_symbolic():
     assert isinstance(t, float) and math.isclose(t, 8e18 / 1e12)
     N, D, G, P, U = sp.symbols("N D G P U", positive=True)
     assert sp.simplify(costs.training_time_seconds(N, D, G, P, U) - 8 * N * D / (G * P * U)) == 0
+
+
+# --------------------------------------------------------------------------- will it fit?
+def test_training_memory_parts_add_adam_fp32_activations_and_logits():
+    cfg = costs.ModelConfig(6, 256, 8, 64, 256)
+    parts = costs.training_memory_parts(cfg, 64)
+    assert parts["weights+grads+optimizer"] == 16 * costs.param_count(cfg)
+    assert parts["activations"] == 2 * costs.activation_bytes(cfg, 64)   # fp32 = 2 x the 16-bit formula
+    assert parts["logits"] == 3 * 64 * 256 * 64 * 4
+    half = costs.training_memory_parts(cfg, 64, bytes_per_value=2)
+    assert half["activations"] == costs.activation_bytes(cfg, 64)
+    with pytest.raises(ValueError, match="bytes_per_value"):
+        costs.training_memory_parts(cfg, 64, bytes_per_value=3)
+
+
+def test_gpu_fit_line_reports_the_total_and_refuses_what_does_not_fit():
+    line = costs.gpu_fit_line({"a": 1_000_000_000, "b": 500_000_000})
+    assert "~1.50 GB" in line and "a 1.00, b 0.50 GB" in line and "16 GB T4 (9% of it)" in line
+    # the budget is 75 % of 16 GB = 12 GB: 11.9 GB fits, 12.1 GB does not
+    assert "fits" in costs.gpu_fit_line({"x": 11_900_000_000})
+    with pytest.raises(ValueError, match="exceeds 12.0 GB"):
+        costs.gpu_fit_line({"x": 12_100_000_000})
+    with pytest.raises(ValueError, match="non-negative integers"):
+        costs.gpu_fit_line({"x": 1.5})
+    with pytest.raises(ValueError, match="empty"):
+        costs.gpu_fit_line({})

@@ -118,3 +118,21 @@ def test_optimisers_perturb_their_parameters_once_when_the_knob_is_set(monkeypat
     assert not torch.equal(one, two)
     # the noise stream runs on (a second model is not perturbed like the first) ...
     assert not torch.equal(one, one_again)
+
+
+def test_smoke_overrides_the_full_sizes_only_when_asked(monkeypatch):
+    sizes = {"fast": {"steps": 10, "d": 8}, "full": {"steps": 1000, "d": 256}, "smoke": {"steps": 3}}
+    monkeypatch.setenv("TC_SCALE", "full")
+    monkeypatch.delenv("TC_SMOKE", raising=False)
+    assert tc.pick(sizes) == {"steps": 1000, "d": 256}
+    monkeypatch.setenv("TC_SMOKE", "1")
+    assert tc.smoke() and tc.pick(sizes) == {"steps": 3, "d": 256}   # shapes stay full
+    assert "smoke" in tc.describe()
+    assert tc.pick(sizes, "fast") == {"steps": 10, "d": 8}           # fast mode ignores it
+    with pytest.raises(ValueError, match="does not have"):
+        tc.pick({**sizes, "smoke": {"stpes": 3}})
+    with pytest.raises(ValueError, match="unknown entries"):
+        tc.pick({**sizes, "medium": {}})
+    monkeypatch.setenv("TC_SMOKE", "yes")
+    with pytest.raises(ValueError, match="TC_SMOKE"):
+        tc.smoke()

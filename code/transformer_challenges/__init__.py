@@ -8,8 +8,9 @@ and ``dedup`` (data), ``kvcache`` (serving), ``clip`` and ``ssm`` (beyond langua
 tolerances, every chapter that trains).
 """
 from . import stats
-from .runtime import describe, device, pick, progress, scale, seed_everything
+from .runtime import describe, device, pick, progress, scale, seed_everything, smoke
 
 __version__ = "0.1.0"
 
-__all__ = ["stats", "describe", "device", "pick", "progress", "scale", "seed_everything", "__version__"]
+__all__ = ["stats", "describe", "device", "pick", "progress", "scale", "seed_everything", "smoke",
+           "__version__"]

@@ -331,9 +331,65 @@ def parameter_bytes(n_params: Size, bytes_per_param=2) -> Size:
     return _finish(sp.sympify(n) * per)
 
 
+# --------------------------------------------------------------------------- will it fit?
+# A free Colab runtime's GPU is an NVIDIA T4 with 16 GB. The CUDA context, cuBLAS workspaces and
+# the caching allocator's fragmentation take some of it, so a chapter's estimate must leave
+# GPU_HEADROOM of the card free.
+T4_BYTES = 16 * 10**9
+GPU_HEADROOM = 0.25
+
+
+def training_memory_parts(cfg: ModelConfig, batch: Size, bytes_per_value: int = 4,
+                          optimizer_bytes_per_param: int = 16) -> dict[str, Size]:
+    """Upper-bound GPU memory of one training step of a GPT-style model, by part.
+
+    Parameters, gradients and Adam's two moments in fp32 take ``optimizer_bytes_per_param`` =
+    16 bytes per parameter; activations are Korthikanti et al.'s per-layer formula, written for
+    16-bit values, scaled to ``bytes_per_value`` (4: the book's small models train in fp32); the
+    logits, their softmax and gradient are 3·b·s·V values. Sizes may be SymPy symbols.
+    """
+    cfg = _check_cfg(cfg)
+    b = _as_size("batch", batch)
+    if bytes_per_value not in (2, 4):
+        raise ValueError(f"bytes_per_value={bytes_per_value!r}: use 4 (fp32) or 2 (fp16/bf16).")
+    if optimizer_bytes_per_param not in (8, 12, 16):
+        raise ValueError(f"optimizer_bytes_per_param={optimizer_bytes_per_param!r}: use 16 (fp32 "
+                         "Adam: weights, gradients, two moments), 12 (SGD with momentum) or 8 (SGD).")
+    scale = sp.Rational(bytes_per_value, 2)
+    return {
+        "weights+grads+optimizer":
+            _finish(optimizer_bytes_per_param * sp.sympify(param_count(cfg))),
+        "activations": _finish(scale * activation_bytes(cfg, b)),
+        "logits":
+            _finish(3 * b * cfg.seq_len * cfg.vocab_size * bytes_per_value),
+    }
+
+
+def gpu_fit_line(parts: dict[str, int], gpu_bytes: int = T4_BYTES, gpu: str = "16 GB T4",
+                 headroom: float = GPU_HEADROOM) -> str:
+    """One line for a chapter's set-up cell: the full-mode GPU memory estimate and its parts,
+    and that it fits ``gpu``. Raises ``ValueError`` when it does not fit with ``headroom`` to spare."""
+    if not parts:
+        raise ValueError("parts is empty: give the estimate's parts as {name: bytes}.")
+    bad = {k: v for k, v in parts.items() if not isinstance(v, numbers.Integral) or v < 0}
+    if bad:
+        raise ValueError(f"parts must be non-negative integers of bytes; got {bad}.")
+    if not 0 <= headroom < 1:
+        raise ValueError(f"headroom={headroom!r} must lie in [0, 1); e.g. 0.25 keeps a quarter free.")
+    total = sum(int(v) for v in parts.values())
+    budget = gpu_bytes * (1 - headroom)
+    if total > budget:
+        raise ValueError(f"the full-mode estimate {total / 1e9:.2f} GB exceeds {budget / 1e9:.1f} GB "
+                         f"({1 - headroom:.0%} of a {gpu}); shrink the full sizes of this chapter.")
+    detail = ", ".join(f"{name} {int(v) / 1e9:.2f}" for name, v in parts.items())
+    return (f"full mode needs ~{total / 1e9:.2f} GB on the GPU ({detail} GB): "
+            f"fits a {gpu} ({total / gpu_bytes:.0%} of it)")
+
+
 __all__ = [
     "ModelConfig", "ActivationTerm", "GPT3_FAMILY", "GPT3_SMALL", "GPT3_MEDIUM", "GPT3_LARGE",
     "GPT3_XL", "GPT3_2_7B", "GPT3_6_7B", "GPT3_13B", "GPT3_175B", "RECOMPUTE_MODES",
     "param_terms", "param_count", "training_flops", "training_time_seconds", "activation_terms",
-    "activation_bytes", "kv_cache_bytes", "parameter_bytes",
+    "activation_bytes", "kv_cache_bytes", "parameter_bytes", "T4_BYTES", "GPU_HEADROOM",
+    "training_memory_parts", "gpu_fit_line",
 ]

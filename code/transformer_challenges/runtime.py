@@ -41,8 +41,24 @@ def scale() -> str:
     return raw
 
 
-def pick(sizes: Mapping[str, T], which: str | None = None) -> T:
-    """Return ``sizes[scale()]``: the one place a chapter's sizes come from."""
+def smoke() -> bool:
+    """Whether ``TC_SMOKE=1``: full mode with its steps and samples capped (a CPU check that
+    full-mode shapes run); see :func:`pick`. ``TC_SMOKE`` unset, empty or ``0`` is off."""
+    raw = os.environ.get("TC_SMOKE", "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"TC_SMOKE={raw!r} is not 0 or 1; set TC_SMOKE=1 for the capped full-mode "
+                         "smoke run, or unset it.")
+    return raw == "1"
+
+
+def pick(sizes: Mapping[str, Any], which: str | None = None) -> Any:
+    """Return ``sizes[scale()]``: the one place a chapter's sizes come from.
+
+    ``sizes`` has an entry per scale (``"fast"``, ``"full"``) and may have a ``"smoke"`` entry:
+    a dictionary of overrides for the full entry (steps, seeds, samples, sweep lengths; never
+    model shapes) applied when ``TC_SMOKE=1`` and the scale is full, so that the test suite can
+    run every chapter's full-mode shapes on a CPU in minutes.
+    """
     which = scale() if which is None else which
     missing = [s for s in SCALES if s not in sizes]
     if missing:
@@ -51,7 +67,23 @@ def pick(sizes: Mapping[str, T], which: str | None = None) -> T:
         )
     if which not in SCALES:
         raise ValueError(f"scale {which!r} is unknown; use one of {SCALES}.")
-    return sizes[which]
+    unknown = [k for k in sizes if k not in SCALES + ("smoke",)]
+    if unknown:
+        raise ValueError(f"the sizes dictionary has unknown entries {unknown}; use {SCALES} "
+                         "and optionally 'smoke' (overrides of the full entry).")
+    chosen = sizes[which]
+    if which == "full" and "smoke" in sizes:
+        caps = sizes["smoke"]
+        if not isinstance(caps, Mapping) or not isinstance(chosen, Mapping):
+            raise ValueError("the 'smoke' entry overrides keys of the 'full' dictionary: both "
+                             "must be dictionaries.")
+        extra = [k for k in caps if k not in chosen]
+        if extra:
+            raise ValueError(f"the 'smoke' entry overrides {extra}, which the 'full' entry does not "
+                             "have; override only keys of the full sizes.")
+        if smoke():
+            chosen = {**chosen, **caps}
+    return chosen
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generator:
@@ -88,7 +120,8 @@ def describe() -> str:
     """One line naming the device, the scale and the torch version (for a chapter's set-up cell)."""
     dev = device()
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU"
-    return f"device={dev.type} ({name}), scale={scale()}, torch={torch.__version__.split('+')[0]}"
+    mode = scale() + (" (smoke: steps and samples capped)" if scale() == "full" and smoke() else "")
+    return f"device={dev.type} ({name}), scale={mode}, torch={torch.__version__.split('+')[0]}"
 
 
 # --- A stand-in for "another machine" -------------------------------------------------------
