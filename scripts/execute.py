@@ -32,14 +32,10 @@ from sync_bootstrap import apply as apply_bootstrap  # noqa: E402  (the generate
 FORMATS = "ipynb,md:myst"
 
 
-def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
-    nb = jupytext.read(md_path)
-    apply_bootstrap(nb)
-    nb.metadata.setdefault("jupytext", {})["formats"] = FORMATS
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                                 "language": "python"}
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(md_path.parent)}})
+def run(nb, cwd: Path, timeout: int, kernel_name: str = "python3") -> tuple[float, float | None]:
+    """Execute ``nb`` in place in a fresh kernel started in ``cwd``; return (wall s, kernel CPU s)."""
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(cwd)}})
     cpu = {}
 
     def kernel_cpu_time(**_):  # called after every cell, while the kernel runs; the last call counts
@@ -53,7 +49,16 @@ def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
     client.on_cell_executed = kernel_cpu_time
     start = time.perf_counter()
     client.execute()
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start, cpu.get("s")
+
+
+def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
+    nb = jupytext.read(md_path)
+    apply_bootstrap(nb)
+    nb.metadata.setdefault("jupytext", {})["formats"] = FORMATS
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    elapsed, cpu = run(nb, md_path.parent, timeout)
     for cell in nb.cells:  # execution timestamps would make every re-run a diff
         cell.metadata.pop("execution", None)
         for output in cell.get("outputs", []):
@@ -63,7 +68,7 @@ def execute(md_path: Path, timeout: int) -> tuple[float, float | None]:
     nb.metadata.pop("widgets", None)
     jupytext.write(nb, md_path.with_suffix(".ipynb"))
     jupytext.write(nb, md_path, fmt="md:myst")
-    return elapsed, cpu.get("s")
+    return elapsed, cpu
 
 
 def main() -> int:
