@@ -115,3 +115,24 @@ def test_wrappers_are_the_one_counter():
     assert A.saved_activation_bytes(A.naive_attention, q, k, v) == direct == 2 * 32 * 32 * 4
     every = memory.saved_tensor_bytes(lambda: A.naive_attention(*leaves), distinct_storages=False).total
     assert ssm.saved_tensor_bytes(A.naive_attention, *leaves) == every > direct
+
+
+def test_counting_does_not_keep_the_forward_graph_alive():
+    """A pack hook that returns the live tensor ties a saved output to its own grad_fn: a reference
+    cycle that even gc.collect() cannot free when no backward pass follows (the counter's case)."""
+    import gc
+    import weakref
+
+    x = torch.randn(16, 16, requires_grad=True)
+    outputs = []
+
+    def fn():
+        y = torch.softmax(x @ x, dim=-1)          # softmax saves its own output
+        outputs.append(weakref.ref(y))
+        return y.sum()
+
+    for distinct in (True, False):
+        outputs.clear()
+        memory.saved_tensor_bytes(fn, distinct_storages=distinct)
+        gc.collect()
+        assert outputs[0]() is None, "the counted forward pass is still alive after counting"

@@ -86,7 +86,10 @@ def saved_tensor_bytes(fn: Callable[[], torch.Tensor], exclude: tuple[torch.Tens
             elif ptr not in seen:
                 seen[ptr] = SavedTensor(tuple(t.shape), t.dtype, st.nbytes())
         keep.append(t)
-        return t
+        # detached: returning ``t`` itself would tie a saved output to its own grad_fn, a reference
+        # cycle that no garbage collection frees when no backward pass follows (the forward graph
+        # of every count would stay in memory)
+        return t.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = fn()
