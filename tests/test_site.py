@@ -95,7 +95,7 @@ def _browser():
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1280,1600"):
         opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
@@ -173,3 +173,90 @@ def test_every_page_renders_in_chromium(built_site: Path, served: str, browser):
         browser.set_window_size(1280, 1600)
     assert pages_with_math >= 2, "MathJax was never exercised: no page with math?"
     assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------ explorers: parity and offline
+EXPLORER_SETTINGS = 20   # random settings per explorer
+
+SET_AND_READ = """
+const [id, values] = arguments;
+const root = document.querySelector(`.tc-explorer[data-explorer="${id}"]`);
+for (const [name, v] of Object.entries(values)) {
+  const input = root.querySelector(`[data-control="${name}"]`);
+  if (input.type === 'checkbox') input.checked = Number(v) === 1; else input.value = String(v);
+}
+root.tcUpdate();
+const spec = JSON.parse(root.querySelector('script.tc-explorer-spec').textContent);
+const shown = {};
+root.querySelectorAll('dd[data-output]').forEach(dd => { shown[dd.dataset.output] = dd.textContent; });
+return {shown, formats: Object.fromEntries(spec.outputs.map(o => [o.name, [o.fmt, o.digits]]))};
+"""
+
+
+def _explorer_pages(site: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for page in _pages(site):
+        for explorer_id in re.findall(r'data-explorer="([\w-]+)"', page.read_text(encoding="utf-8")):
+            found.setdefault(page.relative_to(site).as_posix(), []).append(explorer_id)
+    return found
+
+
+def _requests_leaving(browser, origin: str) -> list[str]:
+    import json
+
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if not url.startswith((origin, "data:", "blob:", "about:")):
+                urls.append(url)
+    return urls
+
+
+def test_explorers_show_the_librarys_values_offline(built_site: Path, served: str, browser):
+    """Every explorer on the site, at EXPLORER_SETTINGS random settings, displays what the library
+    computes for the same inputs (tests/explorer_reference.py); no request leaves the site and no
+    console error is logged."""
+    import random
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from explorer_reference import REFERENCES, agrees
+
+    pages = _explorer_pages(built_site)
+    ids = [i for ids in pages.values() for i in ids]
+    assert ids, "no explorer on the site"
+    missing = sorted(set(ids) - set(REFERENCES))
+    assert not missing, f"explorers without a parity reference in tests/explorer_reference.py: {missing}"
+    problems, rng = [], random.Random(0)
+    for rel, explorer_ids in pages.items():
+        browser.get_log("browser"), browser.get_log("performance")
+        browser.get(f"{served}/{rel}")
+        WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('.tc-explorer')].every(e => e.dataset.ready === '1')"))
+        for explorer_id in explorer_ids:
+            ref = REFERENCES[explorer_id]
+            for _ in range(EXPLORER_SETTINGS):
+                values = ref.draw(rng)
+                page = browser.execute_script(SET_AND_READ, explorer_id, values)
+                for name, expected in ref.values(values).items():
+                    fmt, digits = page["formats"][name]
+                    shown = page["shown"][name]
+                    if not agrees(shown, fmt, digits, float(expected)):
+                        problems.append(f"{explorer_id}.{name} at {values}: page {shown!r}, library {expected!r}")
+        errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        if errors:
+            problems.append(f"{rel}: console errors: {errors[:5]}")
+        leaving = _requests_leaving(browser, served)
+        if leaving:
+            problems.append(f"{rel}: requests leave the site: {leaving[:5]}")
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_parity_check_catches_a_wrong_display():
+    from explorer_reference import agrees
+
+    assert agrees("1.50 GB", "bytes", 2, 1.504e9) and not agrees("1.50 GB", "bytes", 2, 1.506e9)
+    assert agrees("3.140e23", "sci", 3, 3.1404e23) and not agrees("3.140e23", "sci", 3, 3.1406e23)
+    assert agrees("1,234", "count", 0, 1234.4) and not agrees("1,234", "count", 0, 1235)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import sympy as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -78,6 +79,17 @@ def kv_bytes_per_token(n_layers: Any, n_kv_heads: Any, head_dim: Any, bytes_per_
     if not _is_symbolic(bytes_per_value) and not bytes_per_value > 0:
         raise ValueError(f"bytes_per_value must be > 0, got {bytes_per_value!r}; fp16 is 2, int8 is 1, int4 is 0.5.")
     return 2 * n_layers * n_kv_heads * head_dim * bytes_per_value
+
+
+def quantized_bytes_per_value(bits: Any, head_dim: Any, stat_bytes: int = 4) -> Any:
+    """Bytes per cached value of ``quantize(x, bits, axis="token")`` on (…, tokens, head_dim) keys or
+    values: ``bits / 8`` for the packed code plus the fp16 scale and zero point (``stat_bytes`` = 4)
+    shared by the ``head_dim`` values of one token and head. Accepts SymPy symbols."""
+    if not _is_symbolic(bits) and bits not in QUANT_BITS:
+        raise ValueError(f"bits={bits!r} is not supported; use one of {QUANT_BITS}.")
+    _check_pos_int(head_dim=head_dim, stat_bytes=stat_bytes)
+    return sp.Rational(1, 8) * bits + sp.Integer(stat_bytes) / head_dim if _is_symbolic(bits, head_dim) \
+        else bits / 8 + stat_bytes / head_dim
 
 
 def config_kv_bytes_per_token(name: str, bytes_per_value: float = 2, n_kv_heads: int | None = None) -> float:
