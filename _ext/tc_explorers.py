@@ -6,6 +6,8 @@ Plotly's own bundle, copied at build time from the pinned ``plotly`` package (re
 and ``_ext/explorers/tc-explorers.js``, the glue that builds the form and evaluates the
 generated expressions; plus ``tc-explorers.css``. Pages without an explorer load neither.
 Nothing comes from a CDN: the site keeps working from a local folder with the network off.
+Every page also gets ``tc-layout.css``: on large screens, a reading column where a 100-character
+code line fits without scrolling sideways (tests/test_site.py measures it at 1280 px).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def _stage(app: Sphinx) -> None:
     target = staging / "explorers"
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(plotly_bundle(), target / PLOTLY)
-    for name in ("tc-explorers.js", "tc-explorers.css"):
+    for name in ("tc-explorers.js", "tc-explorers.css", "tc-layout.css"):
         shutil.copy2(HERE / name, target / name)
     app.config.html_static_path.append(str(staging))
 
@@ -52,6 +54,7 @@ def _add_to_pages_with_explorers(app: Sphinx, pagename, templatename, context, d
 
 
 def setup(app: Sphinx):
+    app.add_css_file("explorers/tc-layout.css")  # every page: the wider reading column
     app.connect("builder-inited", _stage)
     app.connect("html-page-context", _add_to_pages_with_explorers)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

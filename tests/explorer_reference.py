@@ -14,7 +14,9 @@ from typing import Callable
 
 import torch
 
-from transformer_challenges import costs, explorers as ex, kvcache, positional, scaling
+from transformer_challenges import attncost, costs, explorers as ex, interp_explorer, kvcache, positional, scaling
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,51 @@ def _alibi_values(v: dict) -> dict:
     return dict(slope_h=float(positional.alibi_slopes(v["n_heads"])[v["head"] - 1]))
 
 
+def _cost_draw(rng: random.Random) -> dict:
+    return dict(n=rng.randint(1, 2**20), d=rng.choice([16, 32, 64, 128, 256]), window=rng.randint(1, 1024),
+                block=rng.choice([16, 32, 64, 128]), rank=rng.randint(1, 1024),
+                features=rng.randint(1, 1024), heads=rng.randint(1, 64))
+
+
+def _cost_values(v: dict) -> dict:
+    params = dict(window=v["window"], block_size=v["block"], rank=v["rank"], features=v["features"])
+    out = {}
+    for variant in attncost.VARIANTS:
+        out[f"flops_{variant}"] = attncost.attention_flops(variant, v["n"], v["d"], heads=v["heads"], **params)
+        out[f"bytes_{variant}"] = attncost.attention_bytes(variant, v["n"], v["d"], heads=v["heads"], **params)
+        if variant != "exact":
+            out[f"cross_{variant}"] = float(attncost.crossover_n(variant, v["d"], **params))
+    return out
+
+
+def _stored_attention_maps() -> dict:
+    """The attention-map explorer's frames as stored on the looking-inside page (a trained model's
+    maps: recomputing them means retraining; the test checks the page's lookup and display)."""
+    import json
+    import re
+
+    nb = json.loads((ROOT / "chapters/06-interpretability/looking-inside.ipynb").read_text())
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            html = "".join(output.get("data", {}).get("text/html", ""))
+            if 'data-explorer="attention-map"' in html:
+                payload = re.search(r'class="tc-explorer-spec">(.*?)</script>', html, re.S)[1]
+                return json.loads(payload.replace("<\\/", "</"))["frames"]
+    raise LookupError("no attention-map explorer stored on the looking-inside page")
+
+
+def _map_draw(rng: random.Random) -> dict:
+    return dict(layer=rng.randint(0, 1), head=rng.randint(0, 1), seq=rng.randint(0, 4))
+
+
+def _map_values(v: dict) -> dict:
+    frame = _stored_attention_maps()[f"{v['layer']}|{v['head']}|{v['seq']}"]
+    return interp_explorer.frame_scores(frame)
+
+
 REFERENCES: dict[str, Reference] = {
+    "attention-cost": Reference(_cost_draw, _cost_values),
+    "attention-map": Reference(_map_draw, _map_values),
     "training-memory": Reference(_training_draw, _training_values),
     "kv-cache": Reference(_kv_draw, _kv_values),
     "compute-optimal": Reference(_optimal_draw, _optimal_values),

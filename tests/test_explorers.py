@@ -98,5 +98,5 @@ def test_frames_hold_the_library_curves():
     assert frame["bound"] == ex._round(positional.rope_decay_curve(64, 256, 10000.0)[[int(m) for m in frame["m"]]].tolist())
     assert e.evaluate({"d": 64, "base": 10000, "max_distance": 256, "m": 1})["bound_m"] == frame["bound"][1]
     a = ex.alibi_explorer()
-    assert a.frames["12"]["slope"] == ex._round(positional.alibi_slopes(12).tolist())
+    assert a.frames["12"]["slope"] == ex._round(positional.alibi_slopes(12).tolist(), 12)
     assert a.evaluate({"n_heads": 12, "head": 12})["slope_h"] == a.frames["12"]["slope"][-1]

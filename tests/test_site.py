@@ -260,3 +260,23 @@ def test_parity_check_catches_a_wrong_display():
     assert agrees("1.50 GB", "bytes", 2, 1.504e9) and not agrees("1.50 GB", "bytes", 2, 1.506e9)
     assert agrees("3.140e23", "sci", 3, 3.1404e23) and not agrees("3.140e23", "sci", 3, 3.1406e23)
     assert agrees("1,234", "count", 0, 1234.4) and not agrees("1,234", "count", 0, 1235)
+
+
+MEASURE_CODE = """
+const pres = [...document.querySelectorAll('div.cell div.highlight pre')];
+const probe = document.createElement('span');
+probe.textContent = 'x'.repeat(100);
+pres[0].appendChild(probe);
+const need = probe.getBoundingClientRect().width;
+probe.remove();
+return {need, have: pres[0].clientWidth - parseFloat(getComputedStyle(pres[0]).paddingLeft)
+                    - parseFloat(getComputedStyle(pres[0]).paddingRight)};
+"""
+
+
+def test_a_100_character_code_line_fits_at_1280_px(built_site: Path, served: str, browser):
+    browser.set_window_size(1280, 1200)
+    browser.get(f"{served}/chapters/02-compute/compute-and-memory.html")
+    size = browser.execute_script(MEASURE_CODE)
+    browser.set_window_size(1280, 1600)
+    assert size["need"] <= size["have"], f"100 characters need {size['need']:.0f} px, a code cell has {size['have']:.0f}"

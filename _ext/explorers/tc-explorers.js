@@ -105,16 +105,22 @@
                               step: c.step, value: c.value, inputmode: "decimal" });
       }
       input.dataset.control = c.name;
-      input.addEventListener("input", () => { clearPreset(); update(); });
-      input.addEventListener("change", () => { clearPreset(); update(); });
+      input.addEventListener("input", () => { syncPreset(); update(); });
+      input.addEventListener("change", () => { syncPreset(); update(); });
       inputs[c.name] = input;
       row.append(label, input);
       form.append(row);
     });
 
-    function clearPreset() {
+    // The preset menu names the preset the inputs match, or "(custom)": at load (the defaults are
+    // the page's running example, usually a preset) and after every edit.
+    function syncPreset() {
       const p = form.querySelector("select[data-preset]");
-      if (p) p.value = "";
+      if (!p) return;
+      const v = values();
+      const hit = Object.entries(spec.presets).find(([, vals]) =>
+        Object.entries(vals).every(([k, x]) => v[k] === Number(x)));
+      p.value = hit ? hit[0] : "";
     }
     function setValue(name, v) {
       const input = inputs[name];
@@ -207,6 +213,7 @@
           layout.xaxis.title = { text: p.xlabel || "" };
           layout.yaxis.title = { text: p.ylabel || "" };
           if (p.xlog) layout.xaxis.type = "log";
+          if (p.ylog) layout.yaxis.type = "log";
         } else if (p.type === "heatmap") {
           const f = frame(v);
           if (!f) return;
@@ -252,6 +259,7 @@
     }
     root.tcUpdate = update;
     update();
+    syncPreset();
     new MutationObserver(() => update()).observe(document.documentElement,
                                                   { attributes: true, attributeFilter: ["data-theme"] });
   }

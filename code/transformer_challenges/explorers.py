@@ -489,7 +489,7 @@ def alibi_explorer() -> Explorer:
     frames = {}
     for n in range(1, ALIBI_MAX_HEADS + 1):
         bias = positional.alibi_bias(n, ALIBI_DISTANCES)[:, -1, :].flip(-1)  # last query, by distance
-        frames[str(n)] = {"head": list(range(1, n + 1)), "slope": _round(positional.alibi_slopes(n).tolist()),
+        frames[str(n)] = {"head": list(range(1, n + 1)), "slope": _round(positional.alibi_slopes(n).tolist(), 12),
                           "distance": list(range(ALIBI_DISTANCES)), "bias": [_round(r) for r in bias.tolist()]}
     controls = [Control("n_heads", "attention heads", 8, min=1, max=ALIBI_MAX_HEADS),
                 Control("head", "read head", 1, min=1, max=ALIBI_MAX_HEADS)]
