@@ -505,7 +505,7 @@ def _browser(width_px: int):
     return driver
 
 
-def _outside_requests(driver, origin: str) -> list[str]:
+def outside_requests(driver, origin: str) -> list[str]:
     """URLs the page requested from anywhere but the local server (data: and blob: excepted)."""
     urls = set()
     for entry in driver.get_log("performance"):
@@ -639,7 +639,7 @@ def print_book(site: Path, pdf_path: Path, root: Path = ROOT) -> dict:
         bad = {k: state[k] for k in ("untypeset", "errors", "broken") if state[k]}
         if bad:
             raise RuntimeError(f"math or images did not render: {bad}")
-        outside = _outside_requests(driver, origin)
+        outside = outside_requests(driver, origin)
         if outside:
             raise RuntimeError("the single page loads from outside 127.0.0.1 (not offline):\n" + "\n".join(outside))
         return state

@@ -44,34 +44,19 @@ def test_format_value_formats():
     assert ex.format_value(float("nan"), "fixed") == "—"
 
 
-def _random_training_inputs(rng):
-    a = rng.choice([8, 16, 32, 64, 96])
-    return dict(n_layers=rng.randint(1, 128), d_model=a * rng.choice([64, 128]), n_heads=a,
-                vocab=rng.randint(1000, 200000), seq_len=rng.choice([512, 2048, 8192]),
-                batch=rng.randint(1, 16), tp=rng.choice([1, 2, 4, 8]), sp=rng.randint(0, 1),
-                recompute=rng.randint(0, 2), bytes_per_param=rng.choice([2, 12, 16, 18]),
-                n_gpus=rng.randint(1, 4096), peak=rng.choice(list(ex.PEAK_FLOPS.values())),
-                utilization=rng.choice([0.3, 0.45, 0.6]), tokens_B=rng.randint(1, 3000))
-
-
 def test_training_memory_expressions_equal_the_cost_functions():
-    e = ex.training_memory()
+    """The generated expressions against the cost functions called directly, at the random settings
+    the browser test draws (tests/explorer_reference.py computes the library's values)."""
+    from explorer_reference import REFERENCES
+
+    e, ref = ex.training_memory(), REFERENCES["training-memory"]
     rng = random.Random(0)
     for _ in range(10):
-        v = _random_training_inputs(rng)
-        got = e.evaluate(v)
-        cfg = costs.ModelConfig(v["n_layers"], v["d_model"], v["n_heads"], v["vocab"], v["seq_len"])
-        n = costs.param_count(cfg)
-        mode = costs.RECOMPUTE_MODES[v["recompute"]]
-        act = costs.activation_bytes(cfg, v["batch"], recompute=mode, tensor_parallel=v["tp"],
-                                     sequence_parallel=bool(v["sp"]))
-        state = costs.parameter_bytes(n, v["bytes_per_param"]) / v["tp"]
-        days = costs.training_time_seconds(n, v["tokens_B"] * 10**9, v["n_gpus"], v["peak"],
-                                           v["utilization"], recompute=mode == "full")
-        assert got["params"] == n
-        assert math.isclose(got["activations"], act, rel_tol=1e-12)
-        assert math.isclose(got["total"], state + act, rel_tol=1e-12)
-        assert math.isclose(got["days"], days, rel_tol=1e-12)
+        v = ref.draw(rng)
+        got, want = e.evaluate(v), ref.values(v)
+        assert got["params"] == want["params"]
+        for name in ("activations", "total", "days"):
+            assert math.isclose(got[name], want[name], rel_tol=1e-12), name
     assert "training-memory" in e._repr_html_() and "GB" in repr(e)
     spec = json.loads(json.dumps(e.spec()))
     assert all("Math" in o["js"] or "*" in o["js"] for o in spec["outputs"])

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socketserver
+import sys
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,6 +26,9 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pytest
 
 from bookcheck import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from pdf import outside_requests  # noqa: E402  (the PDF build's check for requests leaving the site)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -201,19 +205,6 @@ def _explorer_pages(site: Path) -> dict[str, list[str]]:
     return found
 
 
-def _requests_leaving(browser, origin: str) -> list[str]:
-    import json
-
-    urls = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            url = message["params"]["request"]["url"]
-            if not url.startswith((origin, "data:", "blob:", "about:")):
-                urls.append(url)
-    return urls
-
-
 def test_explorers_show_the_librarys_values_offline(built_site: Path, served: str, browser):
     """Every explorer on the site, at EXPLORER_SETTINGS random settings, displays what the library
     computes for the same inputs (tests/explorer_reference.py); no request leaves the site and no
@@ -248,7 +239,7 @@ def test_explorers_show_the_librarys_values_offline(built_site: Path, served: st
         errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         if errors:
             problems.append(f"{rel}: console errors: {errors[:5]}")
-        leaving = _requests_leaving(browser, served)
+        leaving = outside_requests(browser, served)
         if leaving:
             problems.append(f"{rel}: requests leave the site: {leaving[:5]}")
     assert not problems, "\n".join(problems[:20])
