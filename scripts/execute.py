@@ -32,8 +32,10 @@ from sync_bootstrap import apply as apply_bootstrap  # noqa: E402  (the generate
 FORMATS = "ipynb,md:myst"
 
 
-def run(nb, cwd: Path, timeout: int, kernel_name: str = "python3") -> tuple[float, float | None]:
-    """Execute ``nb`` in place in a fresh kernel started in ``cwd``; return (wall s, kernel CPU s)."""
+def run(nb, cwd: Path, timeout: int, kernel_name: str = "python3",
+        env: dict[str, str] | None = None) -> tuple[float, float | None]:
+    """Execute ``nb`` in place in a fresh ``kernel_name`` kernel started in ``cwd`` (with environment
+    ``env``, default this process's); return (wall s, kernel CPU s). A failing cell raises."""
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(cwd)}})
     cpu = {}
@@ -48,7 +50,7 @@ def run(nb, cwd: Path, timeout: int, kernel_name: str = "python3") -> tuple[floa
 
     client.on_cell_executed = kernel_cpu_time
     start = time.perf_counter()
-    client.execute()
+    client.execute(**({"env": env} if env is not None else {}))
     return time.perf_counter() - start, cpu.get("s")
 
 

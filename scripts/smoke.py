@@ -36,15 +36,8 @@ def smoke_env() -> dict[str, str]:
 
 def smoke(md_path: Path, timeout: int = 600) -> tuple[float, float | None]:
     """Run one chapter in smoke mode; return (wall s, kernel CPU s). Raises on a failing cell."""
-    nb = jupytext.read(md_path)
-    saved = dict(os.environ)
-    os.environ.update(smoke_env())
-    os.environ.pop("TC_PERTURB", None)
-    try:
-        return run(nb, md_path.parent, timeout)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    env = {k: v for k, v in os.environ.items() if k != "TC_PERTURB"}
+    return run(jupytext.read(md_path), md_path.parent, timeout, env={**env, **smoke_env()})
 
 
 def main() -> int:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from execute import run as run_notebook  # noqa: E402  (the runner that stores the outputs)
 
 # Transient failures on the network get one retry. A configured index that does not answer at
 # all (binder/requirements.txt's PyTorch CPU index, on a machine that only reaches PyPI) costs
@@ -115,9 +117,5 @@ def execute_notebook(path: Path, kernel_name: str, env: dict[str, str],
     """Execute the notebook at ``path`` top to bottom in a fresh ``kernel_name`` kernel started
     in its folder with environment ``env``; return the wall time. A failing cell raises
     nbclient's CellExecutionError (which names the cell and shows its traceback)."""
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=timeout,
-                            resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    client.execute(env=env)
-    return time.perf_counter() - start
+    wall, _ = run_notebook(nbformat.read(path, as_version=4), path.parent, timeout, kernel_name, env)
+    return wall
